@@ -1,0 +1,41 @@
+"""nimask's exceptions: a small hierarchy rooted at :class:`NimaskError`.
+
+Each class also inherits the builtin a caller would naturally catch, so code
+written for nidataset (``except FileNotFoundError``, ``except ValueError``)
+keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InputFolderError",
+    "InvalidVolumeError",
+    "NimaskError",
+    "OutputError",
+    "ParameterError",
+    "VolumeReadError",
+]
+
+
+class NimaskError(Exception):
+    """Base class of every error nimask raises on purpose."""
+
+
+class InputFolderError(NimaskError, FileNotFoundError):
+    """The input folder does not exist, is not a folder, or holds no ``.nii.gz`` file."""
+
+
+class ParameterError(NimaskError, ValueError):
+    """A parameter (threshold, closing radius, ...) is invalid; raised before any work."""
+
+
+class OutputError(NimaskError, OSError):
+    """The output location cannot be created or written."""
+
+
+class VolumeReadError(NimaskError, OSError):
+    """A volume file cannot be read: truncated, corrupt, not NIfTI, unreadable."""
+
+
+class InvalidVolumeError(NimaskError, ValueError):
+    """A volume was read but cannot be masked (not 3D, vector-valued, constant, all NaN, ...)."""

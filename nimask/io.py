@@ -1,0 +1,411 @@
+"""Reading volumes and writing masks, with the checks SimpleITK does not make.
+
+Reading is done by ITK's ``NiftiImageIO`` (so the geometry is ITK's own), after
+nimask has looked at the header and the file itself:
+
+* the header is parsed (with nibabel) from the first bytes: NIfTI-2, vector,
+  RGB, complex, 2D and real 4D volumes are refused with a clear reason;
+* the file must hold every byte the header promises.  SimpleITK reads a
+  truncated ``.nii.gz`` *without error* and fills the missing part with zeros;
+  nimask compares the gzip trailer's size field with the header and, when they
+  disagree, decompresses the stream to find out (truncated, corrupt, or a
+  header claiming more data than the file holds).
+
+Masks are written with nibabel from a copy of the input's header, so that the
+qform, the sform, their codes and ``xyzt_units`` come through unchanged (ITK's
+writer derives both transforms from the one it chose on reading and sets both
+codes to 1, which moves the mask whenever the input's qform and sform differ).
+Writes are atomic: a temporary file in the output folder, then a rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from .exceptions import InvalidVolumeError, OutputError, VolumeReadError
+
+__all__ = [
+    "TEMP_MARKER",
+    "LoadedVolume",
+    "NiftiInfo",
+    "inspect_nifti",
+    "read_volume",
+    "verify_payload",
+    "write_mask",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Marker in the names of nimask's temporary files (``.<name>.nimask-tmp-XXXX.nii.gz``).
+TEMP_MARKER = ".nimask-tmp-"
+
+_SUPPORTED_DTYPES = {
+    np.dtype(t).newbyteorder("=")
+    for t in (
+        np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32,
+        np.uint64, np.int64, np.float32, np.float64,
+    )
+}
+_CHUNK = 1 << 20
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; masks get the permissions a plain open() would give.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+@dataclass
+class NiftiInfo:
+    """What nimask learnt from a NIfTI file before ITK reads it."""
+
+    path: Path
+    header: Any  # nibabel.Nifti1Header
+    gzipped: bool
+    shape: tuple[int, ...]  # the full ``dim`` shape, x first
+    payload_end: int  # vox_offset + voxel bytes: the uncompressed size the file must reach
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadedVolume:
+    """A volume read by ITK, with the header it was read from."""
+
+    image: sitk.Image
+    info: NiftiInfo
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_prefix(path: Path, size: int = 540) -> tuple[bytes, bool]:
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+    except IsADirectoryError as exc:
+        raise VolumeReadError(f"{path.name}: is a directory") from exc
+    except OSError as exc:
+        raise VolumeReadError(f"cannot open: {exc.strerror or exc}") from exc
+    gzipped = magic == b"\x1f\x8b"
+    try:
+        if gzipped:
+            with gzip.open(path, "rb") as gz:
+                return gz.read(size), True
+        with open(path, "rb") as fh:
+            return fh.read(size), False
+    except (OSError, EOFError, zlib.error) as exc:
+        raise VolumeReadError(f"cannot decompress the header: {exc}") from exc
+
+
+def inspect_nifti(path: str | os.PathLike[str]) -> NiftiInfo:
+    """Parse and vet the header of a NIfTI-1 file (gzipped or not).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    NiftiInfo
+
+    Raises
+    ------
+    VolumeReadError
+        Empty, unreadable, not NIfTI, or NIfTI-2 (ITK 5.4 cannot read it).
+    InvalidVolumeError
+        Not a 3D scalar volume of a supported data type.
+    """
+    path = Path(path)
+    prefix, gzipped = _read_prefix(path)
+    if len(prefix) == 0:
+        raise VolumeReadError("empty file")
+    if len(prefix) < 348:
+        raise VolumeReadError(f"not a NIfTI file: only {len(prefix)} bytes")
+    sizeof_hdr_le = struct.unpack("<i", prefix[:4])[0]
+    sizeof_hdr_be = struct.unpack(">i", prefix[:4])[0]
+    if 540 in (sizeof_hdr_le, sizeof_hdr_be):
+        raise VolumeReadError(
+            "NIfTI-2 header: not supported (ITK 5.4's NIfTI reader cannot read NIfTI-2); "
+            "convert to NIfTI-1, e.g. with nibabel"
+        )
+    if 348 not in (sizeof_hdr_le, sizeof_hdr_be):
+        raise VolumeReadError("not a NIfTI file (no NIfTI-1 header)")
+    try:
+        header = nib.Nifti1Header.from_fileobj(_BytesReader(prefix[:348]), check=False)
+    except Exception as exc:  # nibabel raises several types for broken headers
+        raise VolumeReadError(f"invalid NIfTI header: {exc}") from exc
+    magic = bytes(header["magic"]).rstrip(b"\x00")
+    if magic != b"n+1":
+        raise VolumeReadError(
+            f"not a single-file NIfTI-1 volume (magic {magic!r}); "
+            "NIfTI pairs (.hdr/.img) and Analyze files are not supported"
+        )
+    dims = [int(d) for d in header["dim"]]
+    ndim = dims[0]
+    if not 1 <= ndim <= 7:
+        raise VolumeReadError(f"invalid header: dim[0] = {ndim}")
+    shape = tuple(dims[1 : ndim + 1])
+    if any(s <= 0 for s in shape):
+        raise VolumeReadError(f"invalid header: non-positive size in dim {list(shape)}")
+    datatype = int(header["datatype"])
+    try:
+        dtype = header.get_data_dtype()
+    except Exception as exc:
+        raise InvalidVolumeError(f"unknown NIfTI datatype code {datatype}") from exc
+    if dtype.fields is not None or dtype.kind == "c":
+        raise InvalidVolumeError(
+            f"voxels of type {header.get_value_label('datatype')} (RGB/complex) are not "
+            "supported: nimask masks scalar volumes"
+        )
+    if dtype.newbyteorder("=") not in _SUPPORTED_DTYPES:
+        raise InvalidVolumeError(f"unsupported voxel type {dtype} for masking")
+    if len(shape) > 4 and any(s > 1 for s in shape[4:]):
+        raise InvalidVolumeError(
+            f"vector-valued voxels (dim {list(shape)}): nimask masks scalar 3D volumes"
+        )
+    if len(shape) < 3 or shape[2] < 1:
+        raise InvalidVolumeError(f"not a 3D volume: {len(shape)}D with shape {list(shape)}")
+    if len(shape) >= 4 and shape[3] > 1:
+        raise InvalidVolumeError(
+            f"4D volume with {shape[3]} time points (shape {list(shape)}); "
+            "nimask masks 3D volumes: split the series first"
+        )
+    notes = []
+    if len(shape) > 3:
+        notes.append(f"trailing singleton dimension(s) squeezed: {list(shape)} -> "
+                     f"{list(shape[:3])}")
+    if not gzipped:
+        notes.append("file is named .nii.gz but is not gzip-compressed; read as plain NIfTI")
+    vox_offset = int(header["vox_offset"])
+    n_voxels = int(np.prod(shape, dtype=np.int64))
+    payload_end = vox_offset + n_voxels * dtype.itemsize
+    return NiftiInfo(path, header, gzipped, shape, payload_end, notes)
+
+
+class _BytesReader:
+    """Minimal file object over bytes (nibabel only needs ``read``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._data) if n < 0 else self._pos + n
+        chunk = self._data[self._pos : end]
+        self._pos += len(chunk)
+        return chunk
+
+
+def verify_payload(info: NiftiInfo) -> None:
+    """Check that the file holds all the voxel bytes its header promises.
+
+    For a gzip file the trailer's ISIZE (uncompressed size mod 2**32) is
+    compared with the header; only when they differ is the stream decompressed
+    (in chunks, without keeping the data) to decide between a multi-member
+    gzip file that is fine and a truncated or corrupt one.
+
+    Raises
+    ------
+    VolumeReadError
+        Truncated, corrupt, or shorter than the header claims.
+    """
+    path = info.path
+    need = info.payload_end
+    if not info.gzipped:
+        have = path.stat().st_size
+        if have < need:
+            raise VolumeReadError(
+                f"file is truncated: header needs {need} bytes, file has {have}"
+            )
+        return
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        if size < 18:
+            raise VolumeReadError("truncated gzip file")
+        fh.seek(-4, os.SEEK_END)
+        isize = struct.unpack("<I", fh.read(4))[0]
+    if isize == need % (1 << 32):
+        return
+    total = _decompressed_size(path)
+    if total < need:
+        raise VolumeReadError(
+            f"file holds {total} bytes of data but its header needs {need}: truncated file "
+            "or a header claiming dimensions the file does not hold"
+        )
+
+
+def _decompressed_size(path: Path) -> int:
+    total = 0
+    try:
+        with gzip.open(path, "rb") as gz:
+            while True:
+                chunk = gz.read(_CHUNK * 8)
+                if not chunk:
+                    break
+                total += len(chunk)
+    except EOFError as exc:
+        raise VolumeReadError(
+            f"truncated gzip file (stream ends after {total} bytes of data)"
+        ) from exc
+    except (OSError, zlib.error) as exc:
+        raise VolumeReadError(f"corrupt gzip data: {exc}") from exc
+    return total
+
+
+@contextlib.contextmanager
+def _permissive_sform() -> Iterator[None]:
+    """Let ITK orthogonalise a sheared sform (the written mask keeps the original)."""
+    old = os.environ.get("ITK_NIFTI_SFORM_PERMISSIVE")
+    os.environ["ITK_NIFTI_SFORM_PERMISSIVE"] = "1"
+    warn = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn)
+        if old is None:
+            os.environ.pop("ITK_NIFTI_SFORM_PERMISSIVE", None)
+        else:
+            os.environ["ITK_NIFTI_SFORM_PERMISSIVE"] = old
+
+
+def _itk_read(path: Path) -> sitk.Image:
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("NiftiImageIO")
+    reader.SetFileName(str(path))
+    return reader.Execute()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # ITK messages end with the useful sentence after "ITK ERROR: ...: "
+    if "ITK ERROR" in text:
+        text = text.rsplit("ITK ERROR", 1)[1].split(":", 2)[-1]
+    return " ".join(text.split())
+
+
+def read_volume(path: str | os.PathLike[str]) -> LoadedVolume:
+    """Vet a NIfTI file, then read it as a 3D scalar ``sitk.Image`` with ITK.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    LoadedVolume
+        The image (intensities after ``scl_slope``/``scl_inter``), the parsed
+        header, and notes worth logging (squeezed singleton axis, sheared sform).
+
+    Raises
+    ------
+    VolumeReadError, InvalidVolumeError
+    """
+    info = inspect_nifti(path)
+    verify_payload(info)
+    notes = list(info.notes)
+    try:
+        image = _itk_read(info.path)
+    except RuntimeError as exc:
+        message = _one_line(exc)
+        if "orthonormal" not in message:
+            raise VolumeReadError(f"ITK cannot read it: {message}") from exc
+        try:
+            with _permissive_sform():
+                image = _itk_read(info.path)
+        except RuntimeError as exc2:
+            raise VolumeReadError(f"ITK cannot read it: {_one_line(exc2)}") from exc2
+        notes.append("sform is not orthonormal: ITK orthogonalised it for processing; "
+                     "the mask keeps the input's header unchanged")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InvalidVolumeError(
+            f"vector-valued voxels ({image.GetNumberOfComponentsPerPixel()} components): "
+            "nimask masks scalar 3D volumes"
+        )
+    if image.GetDimension() == 4:
+        size = list(image.GetSize())
+        if size[3] != 1:
+            raise InvalidVolumeError(f"4D volume with {size[3]} time points")
+        image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0],
+                             sitk.ExtractImageFilter.DIRECTIONCOLLAPSETOSUBMATRIX)
+    if image.GetDimension() != 3:
+        raise InvalidVolumeError(f"not a 3D volume: ITK read a {image.GetDimension()}D image")
+    if tuple(image.GetSize()) != info.shape[:3]:
+        raise VolumeReadError(
+            f"ITK read size {image.GetSize()} but the header says {info.shape[:3]}"
+        )
+    return LoadedVolume(image, info, notes)
+
+
+def mask_header(info: NiftiInfo, descrip: str) -> Any:
+    """Header for a uint8 mask: the input's header with the data fields reset."""
+    header = info.header.copy()
+    header.set_data_shape(info.shape[:3])
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(None, None)
+    header["intent_code"] = 0
+    header["intent_name"] = b""
+    header["cal_min"] = 0
+    header["cal_max"] = 1
+    header["descrip"] = descrip.encode("ascii", "replace")[:79]
+    return header
+
+
+def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str) -> None:
+    """Write ``mask`` atomically to ``out_path`` with the input's spatial header.
+
+    The data go to a temporary file in the same folder which is flushed,
+    fsync'ed and renamed over ``out_path``; on any failure the temporary file
+    is removed and ``out_path`` is left as it was.
+
+    Raises
+    ------
+    OutputError
+        The file cannot be written.
+    """
+    data = sitk.GetArrayViewFromImage(mask)  # (z, y, x)
+    image = nib.Nifti1Image(data.T, None, header=mask_header(info, descrip))
+    atomic_write(out_path, lambda tmp: nib.save(image, tmp))
+
+
+def atomic_write(out_path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file to ``out_path``."""
+    out_path = Path(out_path)
+    suffix = ".nii.gz" if out_path.name.lower().endswith(".nii.gz") else out_path.suffix
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{out_path.name}{TEMP_MARKER}", suffix=suffix, dir=out_path.parent
+        )
+    except OSError as exc:
+        raise OutputError(f"cannot write in {out_path.parent}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, out_path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {out_path.name}: {exc.strerror or exc}") from exc
+        raise

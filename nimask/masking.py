@@ -1,0 +1,399 @@
+"""The pure masking layer: ``sitk.Image -> sitk.Image``, no I/O.
+
+The pipeline is the one nidataset documents, run as ITK filters so that origin,
+spacing and direction pass through unchanged:
+
+1. threshold: ``BinaryThresholdImageFilter`` with both ends inclusive for a
+   manual ``(low, high)`` window, or ``OtsuThresholdImageFilter`` (voxels
+   *above* Otsu's threshold are foreground) when ``threshold is None``;
+2. ``BinaryMorphologicalClosingImageFilter`` with a ball of ``closing_radius``
+   voxels, foreground 1, safe border on (``closing_radius=0``: no closing);
+3. the result is a ``sitkUInt8`` image holding only 0 and 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from .exceptions import InvalidVolumeError, ParameterError
+
+__all__ = [
+    "OTSU_BINS",
+    "OTSU_RETURN_BIN_MIDPOINT",
+    "MaskOutcome",
+    "brain_mask",
+    "close_mask",
+    "compute_mask",
+    "threshold_mask",
+    "validate_closing_radius",
+    "validate_threshold",
+]
+
+#: Histogram bins of the Otsu filter, pinned (ITK's default) so that results do
+#: not shift if a later ITK changes its default.
+OTSU_BINS = 128
+#: ``ReturnBinMidpoint`` of the Otsu filter, pinned (ITK's default).
+OTSU_RETURN_BIN_MIDPOINT = False
+
+_INTEGER_TYPES: dict[int, type[np.integer[Any]]] = {
+    sitk.sitkUInt8: np.uint8,
+    sitk.sitkInt8: np.int8,
+    sitk.sitkUInt16: np.uint16,
+    sitk.sitkInt16: np.int16,
+    sitk.sitkUInt32: np.uint32,
+    sitk.sitkInt32: np.int32,
+    sitk.sitkUInt64: np.uint64,
+    sitk.sitkInt64: np.int64,
+}
+_FLOAT_TYPES: dict[int, type[np.floating[Any]]] = {
+    sitk.sitkFloat32: np.float32,
+    sitk.sitkFloat64: np.float64,
+}
+
+
+@dataclass(frozen=True)
+class MaskOutcome:
+    """A mask and how it was made.
+
+    Attributes
+    ----------
+    mask : SimpleITK.Image
+        ``sitkUInt8`` image with values in {0, 1}, on the input's grid.
+    mode : str
+        ``"manual"`` or ``"otsu"``.
+    lower, upper : float or None
+        The inclusive intensity window that became foreground, expressed in the
+        image's own pixel type (``None`` when no voxel can be foreground).
+    otsu_threshold : float or None
+        The value ``OtsuThresholdImageFilter`` computed (automatic mode only).
+    nonfinite_voxels : int
+        Number of NaN/Inf voxels; they are never foreground and take no part in
+        Otsu's histogram.
+    notes : tuple of str
+        Remarks worth logging (e.g. the Otsu fallback for two-valued images).
+    """
+
+    mask: sitk.Image
+    mode: str
+    lower: float | None
+    upper: float | None
+    otsu_threshold: float | None
+    nonfinite_voxels: int
+    notes: tuple[str, ...] = ()
+
+
+def validate_threshold(threshold: object) -> tuple[float, float] | None:
+    """Check a ``threshold`` argument and return it as ``(low, high)`` floats or ``None``.
+
+    Parameters
+    ----------
+    threshold : None or pair of real numbers
+        ``None`` selects Otsu; otherwise an inclusive ``(low, high)`` window.
+
+    Returns
+    -------
+    tuple of float or None
+
+    Raises
+    ------
+    ParameterError
+        If ``threshold`` is not ``None`` and not a pair of finite real numbers
+        with ``low <= high`` (booleans and strings are rejected).
+    """
+    if threshold is None:
+        return None
+    if isinstance(threshold, (str, bytes)) or not isinstance(threshold, Sequence):
+        raise ParameterError(
+            f"threshold must be None or a (low, high) pair of numbers, got {threshold!r}"
+        )
+    if len(threshold) != 2:
+        raise ParameterError(
+            f"threshold must have exactly two values (low, high), got {len(threshold)}: "
+            f"{threshold!r}"
+        )
+    values = []
+    for name, value in zip(("low", "high"), threshold, strict=True):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+            raise ParameterError(f"threshold {name} must be a real number, got {value!r}")
+        as_float = float(value)
+        if not math.isfinite(as_float):
+            raise ParameterError(f"threshold {name} must be finite, got {value!r}")
+        values.append(as_float)
+    low, high = values
+    if low > high:
+        raise ParameterError(f"threshold low must be <= high, got ({low:g}, {high:g})")
+    return low, high
+
+
+def validate_closing_radius(closing_radius: object) -> int:
+    """Check a ``closing_radius`` argument and return it as an ``int``.
+
+    Raises
+    ------
+    ParameterError
+        If it is not an integer >= 0 (booleans and floats are rejected).
+    """
+    if isinstance(closing_radius, (bool, np.bool_)) or not isinstance(closing_radius, Integral):
+        raise ParameterError(
+            f"closing_radius must be an integer >= 0 (voxels), got {closing_radius!r}"
+        )
+    radius = int(closing_radius)
+    if radius < 0:
+        raise ParameterError(f"closing_radius must be >= 0, got {radius}")
+    return radius
+
+
+def _check_image(image: object) -> sitk.Image:
+    if not isinstance(image, sitk.Image):
+        raise InvalidVolumeError(f"expected a SimpleITK.Image, got {type(image).__name__}")
+    if image.GetDimension() != 3:
+        raise InvalidVolumeError(f"expected a 3D image, got {image.GetDimension()}D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InvalidVolumeError(
+            f"expected scalar voxels, got {image.GetNumberOfComponentsPerPixel()} components "
+            f"per voxel ({image.GetPixelIDTypeAsString()})"
+        )
+    pixel_id = image.GetPixelID()
+    if pixel_id not in _INTEGER_TYPES and pixel_id not in _FLOAT_TYPES:
+        raise InvalidVolumeError(f"unsupported pixel type {image.GetPixelIDTypeAsString()}")
+    return image
+
+
+def _empty_mask(image: sitk.Image) -> sitk.Image:
+    mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    mask.CopyInformation(image)
+    return mask
+
+
+def _window_in_pixel_type(pixel_id: int, low: float, high: float) -> tuple[float, float] | None:
+    """The inclusive window ``[low, high]`` expressed exactly in a pixel type.
+
+    ``BinaryThresholdImageFilter`` casts its bounds to the pixel type, which
+    would truncate ``49.5`` to ``49`` on an integer image and raises when a
+    bound lies outside the type's range.  Here integer bounds are rounded
+    inwards (``ceil(low)``, ``floor(high)``), float32 bounds are moved to the
+    nearest float32 inside the window, and everything is clipped to the type's
+    range.  ``None`` means no value of the type lies in the window.
+    """
+    if pixel_id in _INTEGER_TYPES:
+        info = np.iinfo(_INTEGER_TYPES[pixel_id])
+        lo = max(math.ceil(low), int(info.min))
+        hi = min(math.floor(high), int(info.max))
+        return (float(lo), float(hi)) if lo <= hi else None
+    if pixel_id == sitk.sitkFloat32:
+        f32 = np.float32
+        finfo = np.finfo(f32)
+        lo32 = f32(max(low, float(finfo.min)))
+        if float(lo32) < low:
+            lo32 = np.nextafter(lo32, f32(np.inf))
+        hi32 = f32(min(high, float(finfo.max)))
+        if float(hi32) > high:
+            hi32 = np.nextafter(hi32, f32(-np.inf))
+        return (float(lo32), float(hi32)) if lo32 <= hi32 else None
+    return low, high
+
+
+def _above_in_pixel_type(pixel_id: int, value: float) -> float:
+    """Smallest value of the pixel type strictly above ``static_cast<Pixel>(value)``.
+
+    ITK's Otsu filter labels ``v <= static_cast<PixelType>(t)`` as background
+    (C++ casts truncate toward zero for integers, round to nearest for float).
+    """
+    if pixel_id in _INTEGER_TYPES:
+        return float(math.trunc(value) + 1)
+    if pixel_id == sitk.sitkFloat32:
+        return float(np.nextafter(np.float32(value), np.float32(np.inf)))
+    return float(np.nextafter(value, np.inf))
+
+
+def _finite_range(array: np.ndarray) -> tuple[float, float, np.ndarray | None]:
+    """Min and max of the finite voxels, and a finite-voxel mask when any is not finite."""
+    lo, hi = array.min(), array.max()
+    if np.isfinite(lo) and np.isfinite(hi):
+        return float(lo), float(hi), None
+    finite = np.isfinite(array)
+    if not finite.any():
+        raise InvalidVolumeError("volume holds no finite voxel (all NaN/Inf)")
+    values = array[finite]
+    return float(values.min()), float(values.max()), finite
+
+
+def threshold_mask(
+    image: sitk.Image, threshold: tuple[float, float] | None = None
+) -> MaskOutcome:
+    """Threshold a 3D scalar image into a 0/1 ``sitkUInt8`` mask (no closing).
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        3D scalar image; intensities as read (after ``scl_slope``/``scl_inter``).
+    threshold : (low, high) or None
+        Inclusive window, or ``None`` for Otsu (voxels above the threshold).
+
+    Returns
+    -------
+    MaskOutcome
+
+    Raises
+    ------
+    ParameterError
+        Invalid ``threshold``.
+    InvalidVolumeError
+        Not a 3D scalar image; no finite voxel; constant image with Otsu.
+    """
+    window = validate_threshold(threshold)
+    image = _check_image(image)
+    pixel_id = image.GetPixelID()
+    nonfinite = 0
+    finite_mask: np.ndarray | None = None
+    if pixel_id in _FLOAT_TYPES:
+        view = sitk.GetArrayViewFromImage(image)
+        if window is None:
+            vmin, vmax, finite_mask = _finite_range(view)
+        elif not (np.isfinite(view.min()) and np.isfinite(view.max())):
+            finite_mask = np.isfinite(view)
+        if finite_mask is not None:
+            nonfinite = int(finite_mask.size - np.count_nonzero(finite_mask))
+
+    if window is not None:
+        bounds = _window_in_pixel_type(pixel_id, *window)
+        if bounds is None:
+            return MaskOutcome(_empty_mask(image), "manual", None, None, None, nonfinite)
+        # NaN compares false and the bounds are finite, so NaN/Inf never pass.
+        mask = sitk.BinaryThreshold(image, bounds[0], bounds[1], 1, 0)
+        return MaskOutcome(mask, "manual", bounds[0], bounds[1], None, nonfinite)
+
+    if pixel_id in _INTEGER_TYPES:
+        stats = sitk.MinimumMaximumImageFilter()
+        stats.Execute(image)
+        vmin, vmax = stats.GetMinimum(), stats.GetMaximum()
+    if vmin == vmax:
+        raise InvalidVolumeError(
+            f"constant volume (every finite voxel is {vmin:g}): Otsu's threshold is "
+            "undefined; give a manual threshold"
+        )
+    otsu = sitk.OtsuThresholdImageFilter()
+    otsu.SetInsideValue(0)
+    otsu.SetOutsideValue(1)
+    otsu.SetNumberOfHistogramBins(OTSU_BINS)
+    otsu.SetReturnBinMidpoint(OTSU_RETURN_BIN_MIDPOINT)
+    if finite_mask is None:
+        otsu.Execute(image)
+    else:
+        otsu.SetMaskValue(1)
+        mask_image = sitk.GetImageFromArray(finite_mask.view(np.uint8))
+        mask_image.CopyInformation(image)
+        otsu.Execute(image, mask_image)
+    t = float(otsu.GetThreshold())
+    lower = _above_in_pixel_type(pixel_id, t)
+    notes: tuple[str, ...] = ()
+    if lower > vmax:
+        # Few-valued images (e.g. a 0/1 volume): ITK's histogram puts the
+        # threshold at the maximum, which would give an empty mask.  The
+        # separation Otsu found is below the top value, so keep that value.
+        lower = vmax
+        notes = (f"Otsu threshold {t:g} is not below the maximum; voxels equal to the "
+                 f"maximum {vmax:g} are foreground",)
+    # Foreground = (t, finite max]: same voxels as the Otsu filter's own output
+    # on finite images, and NaN/Inf are excluded by construction.
+    mask = sitk.BinaryThreshold(image, lower, vmax, 1, 0)
+    return MaskOutcome(mask, "otsu", lower, vmax, t, nonfinite, notes)
+
+
+def close_mask(mask: sitk.Image, closing_radius: int = 3) -> sitk.Image:
+    """Binary closing of a 0/1 mask with a ball of ``closing_radius`` voxels.
+
+    ``BinaryMorphologicalClosingImageFilter``, foreground 1, kernel
+    ``sitkBall``, safe border on.  ``closing_radius=0`` returns the mask as is.
+
+    Parameters
+    ----------
+    mask : SimpleITK.Image
+        3D ``sitkUInt8`` image with values in {0, 1}.
+    closing_radius : int
+        Ball radius in voxels (>= 0).
+
+    Returns
+    -------
+    SimpleITK.Image
+    """
+    radius = validate_closing_radius(closing_radius)
+    if radius == 0:
+        return mask
+    return sitk.BinaryMorphologicalClosing(mask, [radius] * 3, sitk.sitkBall, 1, True)
+
+
+def compute_mask(
+    image: sitk.Image,
+    threshold: tuple[float, float] | None = None,
+    closing_radius: int = 3,
+) -> MaskOutcome:
+    """Threshold, close and return the mask with a record of how it was made.
+
+    See :func:`brain_mask`; this variant also returns the threshold that was
+    used (the Otsu value in automatic mode) for reports.
+    """
+    radius = validate_closing_radius(closing_radius)
+    outcome = threshold_mask(image, threshold)
+    closed = close_mask(outcome.mask, radius)
+    return MaskOutcome(
+        closed,
+        outcome.mode,
+        outcome.lower,
+        outcome.upper,
+        outcome.otsu_threshold,
+        outcome.nonfinite_voxels,
+        outcome.notes,
+    )
+
+
+def brain_mask(
+    image: sitk.Image,
+    threshold: tuple[float, float] | None = None,
+    closing_radius: int = 3,
+) -> sitk.Image:
+    """Mask one volume: threshold, morphological closing, uint8 {0, 1}.
+
+    The pure counterpart of :func:`nimask.generate_brain_mask_dataset`, for ITK
+    users who already hold an image.  No file is read or written.
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        3D scalar image.
+    threshold : (low, high) or None, default None
+        Inclusive intensity window (``BinaryThreshold``); ``None`` selects
+        ``OtsuThresholdImageFilter`` with voxels above the threshold as
+        foreground.  NaN/Inf voxels never become foreground.
+    closing_radius : int, default 3
+        Radius in voxels of the ball used by ``BinaryMorphologicalClosing``;
+        0 disables closing.
+
+    Returns
+    -------
+    SimpleITK.Image
+        ``sitkUInt8`` mask with values in {0, 1} and the input's origin,
+        spacing and direction.
+
+    Raises
+    ------
+    ParameterError
+        Invalid ``threshold`` or ``closing_radius``.
+    InvalidVolumeError
+        Not a 3D scalar image, no finite voxel, or a constant image in Otsu mode.
+
+    Examples
+    --------
+    >>> import SimpleITK as sitk
+    >>> from nimask import brain_mask
+    >>> image = sitk.ReadImage("scan.nii.gz")              # doctest: +SKIP
+    >>> mask = brain_mask(image, threshold=(-500, 3000))   # doctest: +SKIP
+    """
+    return compute_mask(image, threshold, closing_radius).mask
