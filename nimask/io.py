@@ -192,7 +192,9 @@ def inspect_nifti(path: str | os.PathLike[str]) -> NiftiInfo:
                      f"{list(shape[:3])}")
     if not gzipped:
         notes.append("file is named .nii.gz but is not gzip-compressed; read as plain NIfTI")
-    vox_offset = int(header["vox_offset"])
+    # A single-file NIfTI-1 keeps its data at or after byte 352 (readers
+    # treat a smaller vox_offset as 352).
+    vox_offset = max(int(header["vox_offset"]), 352)
     n_voxels = int(np.prod(shape, dtype=np.int64))
     payload_end = vox_offset + n_voxels * dtype.itemsize
     return NiftiInfo(path, header, gzipped, shape, payload_end, notes)

@@ -178,9 +178,9 @@ def _window_in_pixel_type(pixel_id: int, low: float, high: float) -> tuple[float
     ``BinaryThresholdImageFilter`` casts its bounds to the pixel type, which
     would truncate ``49.5`` to ``49`` on an integer image and raises when a
     bound lies outside the type's range.  Here integer bounds are rounded
-    inwards (``ceil(low)``, ``floor(high)``), float32 bounds are moved to the
-    nearest float32 inside the window, and everything is clipped to the type's
-    range.  ``None`` means no value of the type lies in the window.
+    inwards (``ceil(low)``, ``floor(high)``) and clipped to the type's range;
+    float bounds keep ITK's float comparison.  ``None`` means no value of the
+    type lies in the window.
     """
     if pixel_id in _INTEGER_TYPES:
         info = np.iinfo(_INTEGER_TYPES[pixel_id])
@@ -188,15 +188,11 @@ def _window_in_pixel_type(pixel_id: int, low: float, high: float) -> tuple[float
         hi = min(math.floor(high), int(info.max))
         return (float(lo), float(hi)) if lo <= hi else None
     if pixel_id == sitk.sitkFloat32:
-        f32 = np.float32
-        finfo = np.finfo(f32)
-        lo32 = f32(max(low, float(finfo.min)))
-        if float(lo32) < low:
-            lo32 = np.nextafter(lo32, f32(np.inf))
-        hi32 = f32(min(high, float(finfo.max)))
-        if float(hi32) > high:
-            hi32 = np.nextafter(hi32, f32(-np.inf))
-        return (float(lo32), float(hi32)) if lo32 <= hi32 else None
+        # ITK compares in float32 against the bounds rounded to nearest, as a
+        # user typing 0.2 expects for a voxel stored as float32(0.2); only
+        # clip bounds that float32 cannot hold (they would overflow to inf).
+        big = float(np.finfo(np.float32).max)
+        return max(low, -big), min(high, big)
     return low, high
 
 
