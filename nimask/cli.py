@@ -6,9 +6,11 @@ written), 2 usage error (bad option, missing input folder, no ``.nii.gz``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -35,13 +37,21 @@ class _Handler(logging.Handler):
             self.handleError(record)
 
 
-def _setup_logging(quiet: bool, debug: bool) -> None:
+@contextlib.contextmanager
+def _logging(quiet: bool, debug: bool) -> Iterator[None]:
+    """Send nimask's log records to stderr for one run, then restore the logger."""
     logger = logging.getLogger("nimask")
-    for handler in [h for h in logger.handlers if isinstance(h, _Handler)]:
-        logger.removeHandler(handler)
-    logger.addHandler(_Handler())
+    saved = (logger.level, logger.propagate)
+    handler = _Handler()
+    logger.addHandler(handler)
     logger.propagate = False
     logger.setLevel(logging.ERROR if quiet else logging.DEBUG if debug else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def _check_report(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
@@ -73,14 +83,14 @@ def _summary(results: list[FileResult], seconds: float, output_dir: Path,
 def _run(input_dir: Path, output_dir: Path, *, threshold: tuple[float, float] | None,
          closing_radius: int, report: Path | None, qc: Path | None, workers: int,
          progress: bool | None, quiet: bool, debug: bool) -> None:
-    _setup_logging(quiet, debug)
     start = time.perf_counter()
     try:
-        results = mask_dataset(
-            input_dir, output_dir, threshold, closing_radius,
-            workers=None if workers == 0 else workers, progress=False if quiet else progress,
-            report=report, qc_dir=qc,
-        )
+        with _logging(quiet, debug):
+            results = mask_dataset(
+                input_dir, output_dir, threshold, closing_radius,
+                workers=None if workers == 0 else workers,
+                progress=False if quiet else progress, report=report, qc_dir=qc,
+            )
     except (InputFolderError, ParameterError, OutputError) as exc:
         raise click.UsageError(str(exc)) from exc
     except Exception as exc:

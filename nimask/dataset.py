@@ -196,7 +196,7 @@ def process_file(input_path: Path, output_dir: Path, settings: MaskSettings) -> 
         result.touches_border = stats.touches_border
         result.border_faces = list(stats.border_faces)
         if settings.qc_dir is not None:
-            _render_qc(result, loaded.image, outcome.mask, stats.centre_index, settings)
+            _render_qc(result, loaded.image, outcome.mask, stats.centroid_index, settings)
     except (NimaskError, RuntimeError, OSError, ValueError, MemoryError) as exc:
         result.error = _reason(exc)
     result.seconds = time.perf_counter() - start
@@ -204,13 +204,13 @@ def process_file(input_path: Path, output_dir: Path, settings: MaskSettings) -> 
 
 
 def _render_qc(result: FileResult, image: sitk.Image, mask: sitk.Image,
-               centre: tuple[int, int, int], settings: MaskSettings) -> None:
+               centre: tuple[float, float, float], settings: MaskSettings) -> None:
     """Write the case's QC picture; a failure is a note, never a failed mask."""
     png = Path(settings.qc_dir or ".") / qc_png_name(result.input)
     caption = (f"{Path(result.input).name}: coverage {result.coverage_percent:.2f} %, "
                f"{result.volume_ml:.1f} mL; {settings.provenance()}")
     try:
-        render_case(image, mask, png, centre_index=centre, caption=caption)
+        render_case(image, mask, png, centroid_index=centre, caption=caption)
     except (NimaskError, RuntimeError, OSError, ValueError, MemoryError) as exc:
         result.notes.append(f"QC picture not written: {_reason(exc)}")
     else:

@@ -38,6 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .io import atomic_write
+from .report import mask_statistics
 
 if TYPE_CHECKING:
     from .dataset import FileResult
@@ -170,7 +171,7 @@ def render_case(
     mask: sitk.Image,
     png_path: str | os.PathLike[str],
     *,
-    centre_index: Sequence[int] | None = None,
+    centroid_index: Sequence[float] | None = None,
     caption: str = "",
 ) -> Path:
     """Write the QC picture of one case: three mid-slices with the mask drawn over them.
@@ -183,9 +184,11 @@ def render_case(
         3D 0/1 mask on the same grid.
     png_path : str or os.PathLike
         Output ``.png``; written atomically.
-    centre_index : (x, y, z) ints, optional
-        Voxel (ITK index order) the three slices go through; default: the
-        centroid of the mask, or the centre of the grid when the mask is empty.
+    centroid_index : (x, y, z) floats, optional
+        Continuous index (ITK order) the three slices go through, rounded to the
+        nearest voxel after orientation (ties upwards); default: the centroid
+        of the mask (:func:`nimask.report.mask_statistics`), or the centre of
+        the grid when the mask is empty.
     caption : str, optional
         Stored in the PNG's ``Description`` text chunk.
 
@@ -196,21 +199,16 @@ def render_case(
         as high as the tallest panel (shorter panels are centred vertically).
     """
     size = image.GetSize()
-    if centre_index is None:
-        view = sitk.GetArrayViewFromImage(mask)
-        n = int(np.count_nonzero(view))
-        if n:
-            sums = [np.count_nonzero(view, axis=ax) for ax in ((0, 1), (0, 2), (1, 2))]
-            centre_index = [round(float(np.dot(np.arange(s.size), s)) / n) for s in sums]
-        else:
-            centre_index = [s // 2 for s in size]
+    if centroid_index is None:
+        centroid_index = mask_statistics(mask).centroid_index
     low, high, _ = intensity_window(image)
     perm, flips = _lps_axes(image.GetDirection())
     vol = _oriented(sitk.GetArrayViewFromImage(image), perm, flips)
     lab = _oriented(sitk.GetArrayViewFromImage(mask), perm, flips)
     spacing = [image.GetSpacing()[a] for a in perm]
     centre = [
-        (size[a] - 1 - centre_index[a]) if flips[i] else centre_index[a]
+        min(size[a] - 1, max(0, math.floor(
+            ((size[a] - 1 - centroid_index[a]) if flips[i] else centroid_index[a]) + 0.5)))
         for i, a in enumerate(perm)
     ]
     extents = [n * s for n, s in zip(vol.shape, spacing, strict=True)]

@@ -140,9 +140,9 @@ class MaskStats:
     border_faces : tuple of str
         Faces of the grid the mask touches, in ITK index axes: ``"x-"`` is the
         face ``i = 0``, ``"z+"`` the face ``k = size_z - 1``, etc.
-    centre_index : (int, int, int)
-        Centroid of the mask in ITK index order (x, y, z), rounded; the centre
-        of the grid when the mask is empty.
+    centroid_index : (float, float, float)
+        Centroid of the mask in continuous ITK index order (x, y, z); the
+        centre of the grid when the mask is empty.
     """
 
     mask_voxels: int
@@ -153,7 +153,7 @@ class MaskStats:
     largest_component_share: float | None
     large_components: int
     border_faces: tuple[str, ...]
-    centre_index: tuple[int, int, int]
+    centroid_index: tuple[float, float, float]
 
     @property
     def touches_border(self) -> bool:
@@ -195,11 +195,9 @@ def mask_statistics(mask: sitk.Image) -> MaskStats:
         faces.extend([counts[0] > 0, counts[-1] > 0])
     border = tuple(name for name, hit in zip(_FACE_NAMES, faces, strict=True) if hit)
     if n:
-        centre = tuple(
-            round(float(np.dot(np.arange(c.size), c)) / n) for c in (per_x, per_y, per_z)
-        )
+        centre = [float(np.dot(np.arange(c.size), c)) / n for c in (per_x, per_y, per_z)]
     else:
-        centre = tuple(s // 2 for s in size_xyz)
+        centre = [(s - 1) / 2.0 for s in size_xyz]
     voxel_mm3 = math.prod(mask.GetSpacing())
     components = 0
     largest: float | None = None
@@ -222,7 +220,7 @@ def mask_statistics(mask: sitk.Image) -> MaskStats:
         largest_component_share=largest,
         large_components=large,
         border_faces=border,
-        centre_index=(int(centre[0]), int(centre[1]), int(centre[2])),
+        centroid_index=(centre[0], centre[1], centre[2]),
     )
 
 
