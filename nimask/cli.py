@@ -108,7 +108,7 @@ _quiet = click.option("-q", "--quiet", is_flag=True, help="Only errors: no progr
 _debug = click.option("-v", "--debug", is_flag=True, help="Verbose logs; tracebacks on errors.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("nimask", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nimask")
 def main() -> None:
     """Brain/head threshold masks for folders of NIfTI volumes (SimpleITK).
