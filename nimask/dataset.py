@@ -15,11 +15,10 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
@@ -27,6 +26,8 @@ from ._version import __version__
 from .exceptions import InputFolderError, NimaskError, OutputError, ParameterError
 from .io import TEMP_MARKER, read_volume, write_mask
 from .masking import compute_mask, validate_closing_radius, validate_threshold
+from .qc import qc_png_name, render_case, write_index
+from .report import flag_cohort, mask_statistics, report_format, write_report
 
 __all__ = [
     "FileResult",
@@ -50,6 +51,8 @@ class MaskSettings:
 
     threshold: tuple[float, float] | None = None
     closing_radius: int = 3
+    #: Folder for QC pictures (``None``: no picture), rendered next to the volume.
+    qc_dir: str | None = None
 
     @classmethod
     def create(cls, threshold: object = None, closing_radius: object = 3) -> MaskSettings:
@@ -87,6 +90,16 @@ class FileResult:
     total_voxels: int | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    coverage_percent: float | None = None
+    volume_ml: float | None = None
+    components: int | None = None
+    largest_component_share: float | None = None
+    large_components: int | None = None
+    touches_border: bool | None = None
+    border_faces: list[str] = field(default_factory=list)
+    coverage_z: float | None = None
+    flags: list[str] = field(default_factory=list)
+    qc_png: str = ""
 
     @property
     def ok(self) -> bool:
@@ -167,18 +180,41 @@ def process_file(input_path: Path, output_dir: Path, settings: MaskSettings) -> 
             result.notes.append(
                 f"{outcome.nonfinite_voxels} NaN/Inf voxels set to background"
             )
+        stats = mask_statistics(outcome.mask)
         write_mask(outcome.mask, loaded.info, out_path, settings.provenance())
         result.status = "written"
         result.threshold_low = outcome.lower
         result.threshold_high = outcome.upper
         result.otsu_threshold = outcome.otsu_threshold
-        view = sitk.GetArrayViewFromImage(outcome.mask)
-        result.mask_voxels = int(np.count_nonzero(view))
-        result.total_voxels = int(view.size)
+        result.mask_voxels = stats.mask_voxels
+        result.total_voxels = stats.total_voxels
+        result.coverage_percent = stats.coverage_percent
+        result.volume_ml = stats.volume_ml
+        result.components = stats.components
+        result.largest_component_share = stats.largest_component_share
+        result.large_components = stats.large_components
+        result.touches_border = stats.touches_border
+        result.border_faces = list(stats.border_faces)
+        if settings.qc_dir is not None:
+            _render_qc(result, loaded.image, outcome.mask, stats.centroid_index, settings)
     except (NimaskError, RuntimeError, OSError, ValueError, MemoryError) as exc:
         result.error = _reason(exc)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _render_qc(result: FileResult, image: sitk.Image, mask: sitk.Image,
+               centre: tuple[float, float, float], settings: MaskSettings) -> None:
+    """Write the case's QC picture; a failure is a note, never a failed mask."""
+    png = Path(settings.qc_dir or ".") / qc_png_name(result.input)
+    caption = (f"{Path(result.input).name}: coverage {result.coverage_percent:.2f} %, "
+               f"{result.volume_ml:.1f} mL; {settings.provenance()}")
+    try:
+        render_case(image, mask, png, centroid_index=centre, caption=caption)
+    except (NimaskError, RuntimeError, OSError, ValueError, MemoryError) as exc:
+        result.notes.append(f"QC picture not written: {_reason(exc)}")
+    else:
+        result.qc_png = str(png)
 
 
 def _reason(exc: BaseException) -> str:
@@ -258,6 +294,8 @@ def mask_dataset(
     *,
     workers: int | None = 1,
     progress: bool | None = None,
+    report: str | os.PathLike[str] | None = None,
+    qc_dir: str | os.PathLike[str] | None = None,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
@@ -279,25 +317,42 @@ def mask_dataset(
         Worker processes; ``None`` uses every usable CPU, ``1`` runs in-process.
     progress : bool or None, default None
         Show a tqdm bar on stderr; ``None`` shows it only on a terminal.
+    report : str, os.PathLike or None, default None
+        Write one record per file to this ``.csv`` or ``.json`` file (format
+        chosen by the suffix; written atomically, parent folders created).
+        Columns and flags: :mod:`nimask.report`.
+    qc_dir : str, os.PathLike or None, default None
+        Write one QC picture per case (``<prefix>_qc.png``, rendered in the
+        worker from the volume already in memory) and ``index.html`` into this
+        folder.  See :mod:`nimask.qc`.
 
     Returns
     -------
     list of FileResult
-        In the sorted order of the inputs.
+        In the sorted order of the inputs, with statistics and cohort
+        ``flags`` (:func:`nimask.report.flag_cohort`).
 
     Raises
     ------
     ParameterError
-        Invalid ``threshold``, ``closing_radius`` or ``workers`` (before any work).
+        Invalid ``threshold``, ``closing_radius``, ``workers`` or ``report``
+        suffix (before any work).
     InputFolderError
         ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files.
     OutputError
-        ``output_path`` cannot be created (e.g. it is an existing file).
+        ``output_path``, ``qc_dir`` or the report's folder cannot be created
+        (e.g. it is an existing file), or the report cannot be written.
     """
     settings = MaskSettings.create(threshold, closing_radius)
     n_workers = _validate_workers(workers)
+    if report is not None:
+        report_format(report)
     inputs = find_inputs(nii_folder)
     out_dir = _prepare_output(output_path)
+    if report is not None:
+        _prepare_output(Path(report).parent)
+    if qc_dir is not None:
+        settings = replace(settings, qc_dir=str(_prepare_output(qc_dir)))
     results: list[FileResult | None] = [None] * len(inputs)
     bar = tqdm(
         total=len(inputs), desc="nimask", unit="vol", file=sys.stderr,
@@ -317,7 +372,13 @@ def mask_dataset(
             _run_pool(inputs, out_dir, settings, min(n_workers, len(inputs)), on_done)
     finally:
         bar.close()
-    return [r for r in results if r is not None]
+    done = [r for r in results if r is not None]
+    flag_cohort(done)
+    if report is not None:
+        write_report(done, report)
+    if qc_dir is not None:
+        write_index(done, qc_dir)
+    return done
 
 
 def _validate_workers(workers: object) -> int:

@@ -18,6 +18,8 @@ def generate_brain_mask_dataset(
     *,
     workers: int | None = 1,
     progress: bool | None = None,
+    report: str | os.PathLike[str] | None = None,
+    qc_dir: str | os.PathLike[str] | None = None,
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -44,6 +46,11 @@ def generate_brain_mask_dataset(
         Keyword-only.  Worker processes (``None``: every usable CPU).
     progress : bool or None, default None
         Keyword-only.  Progress bar on stderr (``None``: only on a terminal).
+    report : str, os.PathLike or None, default None
+        Keyword-only.  Per-file report, ``.csv`` or ``.json`` by suffix
+        (see :func:`nimask.mask_dataset`).
+    qc_dir : str, os.PathLike or None, default None
+        Keyword-only.  Folder for one QC picture per case and ``index.html``.
 
     Returns
     -------
@@ -55,8 +62,8 @@ def generate_brain_mask_dataset(
         ``nii_folder`` does not exist, is not a folder, or holds no ``.nii.gz``
         (:class:`nimask.exceptions.InputFolderError`).
     ValueError
-        Invalid ``threshold`` or ``closing_radius``, before any work
-        (:class:`nimask.exceptions.ParameterError`).
+        Invalid ``threshold``, ``closing_radius`` or ``report`` suffix, before
+        any work (:class:`nimask.exceptions.ParameterError`).
 
     Notes
     -----
@@ -67,7 +74,7 @@ def generate_brain_mask_dataset(
     """
     results = mask_dataset(
         nii_folder, output_path, threshold, closing_radius,
-        workers=workers, progress=progress,
+        workers=workers, progress=progress, report=report, qc_dir=qc_dir,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")

@@ -1,0 +1,169 @@
+"""The ``nimask`` command: parse, call :func:`nimask.mask_dataset`, print a summary.
+
+Exit codes: 0 every file succeeded, 1 at least one file failed (the others are
+written), 2 usage error (bad option, missing input folder, no ``.nii.gz``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from ._version import __version__
+from .dataset import FileResult, mask_dataset
+from .exceptions import InputFolderError, OutputError, ParameterError
+from .report import report_format
+from .sample import sample_folder
+
+__all__ = ["main"]
+
+MAX_FLAGGED_LINES = 10
+
+
+class _Handler(logging.Handler):
+    """One line per record on stderr, printed above a progress bar if any."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(f"{record.levelname.lower()}: {self.format(record)}", file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _logging(quiet: bool, debug: bool) -> Iterator[None]:
+    """Send nimask's log records to stderr for one run, then restore the logger."""
+    logger = logging.getLogger("nimask")
+    saved = (logger.level, logger.propagate)
+    handler = _Handler()
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.ERROR if quiet else logging.DEBUG if debug else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def _check_report(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None:
+        try:
+            report_format(value)
+        except ParameterError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return value
+
+
+def _summary(results: list[FileResult], seconds: float, output_dir: Path,
+             report: Path | None, qc: Path | None) -> None:
+    count = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "failed")}
+    flagged = [r for r in results if r.flags]
+    click.echo(f"nimask: {count['written']} masks written, {count['skipped']} skipped, "
+               f"{count['failed']} failed in {seconds:.1f} s; {len(flagged)} flagged")
+    for r in flagged[:MAX_FLAGGED_LINES]:
+        click.echo(f"  flagged {Path(r.input).name}: {', '.join(r.flags)}")
+    if len(flagged) > MAX_FLAGGED_LINES:
+        click.echo(f"  ... and {len(flagged) - MAX_FLAGGED_LINES} more (see the report)")
+    click.echo(f"masks:  {output_dir}")
+    if report is not None:
+        click.echo(f"report: {report}")
+    if qc is not None:
+        click.echo(f"QC:     {qc / 'index.html'}")
+
+
+def _run(input_dir: Path, output_dir: Path, *, threshold: tuple[float, float] | None,
+         closing_radius: int, report: Path | None, qc: Path | None, workers: int,
+         progress: bool | None, quiet: bool, debug: bool) -> None:
+    start = time.perf_counter()
+    try:
+        with _logging(quiet, debug):
+            results = mask_dataset(
+                input_dir, output_dir, threshold, closing_radius,
+                workers=None if workers == 0 else workers,
+                progress=False if quiet else progress, report=report, qc_dir=qc,
+            )
+    except (InputFolderError, ParameterError, OutputError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
+        sys.exit(1)
+    if not quiet:
+        _summary(results, time.perf_counter() - start, output_dir, report, qc)
+    if any(r.status == "failed" for r in results):
+        sys.exit(1)
+
+
+_quiet = click.option("-q", "--quiet", is_flag=True, help="Only errors: no progress, no summary.")
+_debug = click.option("-v", "--debug", is_flag=True, help="Verbose logs; tracebacks on errors.")
+
+
+@click.group("nimask", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nimask")
+def main() -> None:
+    """Brain/head threshold masks for folders of NIfTI volumes (SimpleITK).
+
+    \b
+    Examples:
+      nimask demo nimask-demo/
+      nimask mask scans/ masks/ --report report.csv --qc qc/
+      nimask mask ct/ ct_masks/ --threshold -500 3000 --workers 2
+    """
+
+
+@main.command("mask")
+@click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--threshold", nargs=2, type=float, metavar="LOW HIGH",
+              help="Inclusive intensity window (negative HU work); default: Otsu per volume.")
+@click.option("--closing-radius", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Ball radius (voxels) of the morphological closing; 0 = none.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), callback=_check_report,
+              help="Per-file report, .csv or .json (by suffix).")
+@click.option("--qc", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for one QC picture per case and index.html.")
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Worker processes; 0 = every usable CPU.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: only on a terminal).")
+@_quiet
+@_debug
+def mask_command(input_dir: Path, output_dir: Path, threshold: tuple[float, float] | None,
+                 closing_radius: int, report: Path | None, qc: Path | None, workers: int,
+                 progress: bool | None, quiet: bool, debug: bool) -> None:
+    """Write INPUT_DIR/<name>.nii.gz's mask to OUTPUT_DIR/<name>_mask.nii.gz.
+
+    \b
+    Examples:
+      nimask mask scans/ masks/
+      nimask mask ct/ ct_masks/ --threshold -500 3000 --report ct.json --qc ct_qc/
+    Exit status: 0 all written, 1 some file failed, 2 usage error.
+    """
+    _run(input_dir, output_dir, threshold=threshold or None, closing_radius=closing_radius,
+         report=report, qc=qc, workers=workers, progress=progress, quiet=quiet, debug=debug)
+
+
+@main.command("demo")
+@click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
+@_quiet
+@_debug
+def demo_command(output_dir: Path, quiet: bool, debug: bool) -> None:
+    """Mask the bundled sample T1: OUTPUT_DIR/masks, report.csv and qc/.
+
+    \b
+    Example:
+      nimask demo nimask-demo/
+    """
+    _run(sample_folder(), output_dir / "masks", threshold=None, closing_radius=3,
+         report=output_dir / "report.csv", qc=output_dir / "qc", workers=1, progress=None,
+         quiet=quiet, debug=debug)
