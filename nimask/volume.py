@@ -18,6 +18,7 @@ def generate_brain_mask_dataset(
     *,
     workers: int | None = 1,
     progress: bool | None = None,
+    skip_existing: bool = False,
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -44,6 +45,11 @@ def generate_brain_mask_dataset(
         Keyword-only.  Worker processes (``None``: every usable CPU).
     progress : bool or None, default None
         Keyword-only.  Progress bar on stderr (``None``: only on a terminal).
+    skip_existing : bool, default False
+        Keyword-only.  Keep masks that are complete and were made by this
+        nimask version with the same ``threshold`` and ``closing_radius``
+        (checked from the provenance in their NIfTI ``descrip``); the default
+        overwrites every mask, like nidataset.
 
     Returns
     -------
@@ -67,7 +73,7 @@ def generate_brain_mask_dataset(
     """
     results = mask_dataset(
         nii_folder, output_path, threshold, closing_radius,
-        workers=workers, progress=progress,
+        workers=workers, progress=progress, skip_existing=skip_existing,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")
