@@ -121,7 +121,9 @@ def _read_prefix(path: Path, size: int = 540) -> tuple[bytes, bool]:
                 return gz.read(size), True
         with open(path, "rb") as fh:
             return fh.read(size), False
-    except (OSError, EOFError, zlib.error) as exc:
+    except EOFError as exc:
+        raise VolumeReadError("truncated gzip file: it ends inside the NIfTI header") from exc
+    except (OSError, zlib.error) as exc:
         raise VolumeReadError(f"cannot decompress the header: {exc}") from exc
 
 
