@@ -500,7 +500,11 @@ def _process_alive(pid: int) -> bool:
         return False
     except OSError:  # exists but belongs to someone else
         return True
-    return True
+    try:  # a zombie (killed, not yet reaped) writes nothing any more
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
 
 
 def cleanup_temporaries(folder: str | os.PathLike[str], *, include_own: bool = False) -> int:
