@@ -83,3 +83,12 @@ def faulty_process_file(input_path: Path, output_dir: Path, settings: Any,
         nimask.io.atomic_write = REAL_ATOMIC_WRITE
     _event(log, f"end {name} {os.getpid()}")
     return result
+
+
+def raising_process_file(input_path: Path, output_dir: Path, settings: Any,
+                         **kwargs: Any) -> Any:
+    """Raise an unexpected exception for ``a.nii.gz``; the real task otherwise."""
+    name = Path(input_path).name
+    if name == "a.nii.gz":
+        raise KeyError(f"injected for {name}")
+    return REAL_PROCESS_FILE(input_path, output_dir, settings, **kwargs)
