@@ -408,7 +408,7 @@ def _restore_nonfinite(image: sitk.Image, info: NiftiInfo) -> tuple[sitk.Image, 
     n_bytes = int(np.prod(info.shape[:3], dtype=np.int64)) * dtype.itemsize
     opener: Any = gzip.open if info.gzipped else open
     with opener(info.path, "rb") as fh:
-        fh.seek(int(info.header["vox_offset"]))
+        fh.seek(info.payload_end - n_bytes)  # vox_offset as inspect_nifti read it
         raw = np.frombuffer(fh.read(n_bytes), dtype=dtype).reshape(info.shape[:3], order="F")
     nonfinite = ~np.isfinite(raw.T)  # (z, y, x) like ITK's array
     count = int(np.count_nonzero(nonfinite))
