@@ -131,16 +131,18 @@ class MaskSettings:
         """Text stored in each mask's NIfTI ``descrip`` field (80 bytes with the NUL).
 
         ``nimask <version> otsu r=<radius>`` or ``nimask <version>
-        thr=<low>:<high> r=<radius>``, the bounds written with ``repr`` so
-        that :func:`parse_provenance` gives back the exact floats.  Bounds
-        too long for the field are written with 9 significant digits: such a
-        mask is still recognised as nimask's, but never counts as up to date.
+        thr=<low>:<high> r=<radius>``, each bound with 9 significant digits
+        when that gives back the exact float, else with all the digits
+        (``repr``), so that :func:`parse_provenance` returns the exact floats.
+        Bounds too long for the field are written with 9 significant digits:
+        such a mask is still recognised as nimask's, but never counts as up to
+        date.
         """
         if self.threshold is None:
             how = "otsu"
         else:
             low, high = self.threshold
-            how = f"thr={low!r}:{high!r}"
+            how = f"thr={_exact(low)}:{_exact(high)}"
             text = f"{PROVENANCE_PREFIX}{__version__} {how} r={self.closing_radius}"
             if len(text) <= 79:
                 return text
@@ -162,6 +164,12 @@ class MaskSettings:
             return (f"made with closing_radius={provenance.closing_radius}, "
                     f"now {self.closing_radius}")
         return None
+
+
+def _exact(value: float) -> str:
+    """Short text for ``value`` that ``float()`` reads back exactly."""
+    text = f"{value:.9g}"
+    return text if float(text) == value else repr(value)
 
 
 def _describe(threshold: tuple[float, float] | None) -> str:

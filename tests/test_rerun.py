@@ -29,10 +29,12 @@ WINDOW = (20.0, 60.0)
     ("threshold", "radius", "text"),
     [
         (None, 3, f"nimask {__version__} otsu r=3"),
-        ((-500, 3000), 0, f"nimask {__version__} thr=-500.0:3000.0 r=0"),
+        ((-500, 3000), 0, f"nimask {__version__} thr=-500:3000 r=0"),
         ((0.1, 1e300), 12, f"nimask {__version__} thr=0.1:1e+300 r=12"),
         ((-2.2250738585072014e-308, 1.7976931348623157e308), 4,
          f"nimask {__version__} thr=-2.2250738585072014e-308:1.7976931348623157e+308 r=4"),
+        ((0.30000000000000004, 1 / 3), 3,
+         f"nimask {__version__} thr=0.30000000000000004:0.3333333333333333 r=3"),
     ],
 )
 def test_provenance_round_trips_exactly(
@@ -81,7 +83,7 @@ def test_skip_existing_skips_only_up_to_date_masks(folder: Path, tmp_path: Path)
     first = mask_dataset(folder, out, WINDOW, 1)
     assert [r.status for r in first] == ["written"] * 3
     assert nib.load(str(out / "scan0_mask.nii.gz")).header["descrip"].tobytes().rstrip(
-        b"\0").decode() == f"nimask {__version__} thr=20.0:60.0 r=1"
+        b"\0").decode() == f"nimask {__version__} thr=20:60 r=1"
     # scan0: mask removed; scan1: mask truncated (as by a foreign tool); scan2: intact.
     (out / "scan0_mask.nii.gz").unlink()
     data = (out / "scan1_mask.nii.gz").read_bytes()
@@ -163,7 +165,7 @@ def test_same_input_and_output_folder_never_masks_the_masks(folder: Path) -> Non
                             "scan2.nii.gz", "scan2_mask.nii.gz"])
     ignored = {p.name: why for p, why in scan_folder(folder).ignored}
     assert ignored["scan0_mask.nii.gz"] == (
-        f"a mask written by nimask ('nimask {__version__} thr=20.0:60.0 r=1'), not an input")
+        f"a mask written by nimask ('nimask {__version__} thr=20:60 r=1'), not an input")
     # Re-runs (plain, skip_existing, other parameters) see the same four inputs.
     for kwargs in ({}, {"skip_existing": True}):
         again = mask_dataset(folder, folder, WINDOW, 1, **kwargs)
