@@ -272,8 +272,8 @@ def verify_payload(info: NiftiInfo) -> None:
         # Checked before anything is decompressed or allocated: a header may
         # claim terabytes that a small file cannot hold.
         raise VolumeReadError(
-            f"header claims {need} bytes of data but a {size}-byte gzip file cannot hold "
-            "them: truncated file or a header claiming dimensions the file does not hold"
+            f"its header needs {need} bytes of data but a {size}-byte gzip file cannot hold "
+            "that much: truncated file or a header claiming dimensions the file does not hold"
         )
     if need < (1 << 32) and isize == need:
         return  # ISIZE is the size modulo 2**32: it proves nothing beyond 4 GiB

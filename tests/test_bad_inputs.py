@@ -76,12 +76,12 @@ BAD: dict[str, tuple[Callable[[Path], object], str]] = {
                       "vector-valued voxels (dim [4, 4, 4, 1, 3])"),
     "huge_header.nii.gz": (
         lambda p: p.write_bytes(gzip.compress(header_only((30000, 30000, 30000), np.float32))),
-        "header claims 108000000000352 bytes of data but a",
+        "its header needs 108000000000352 bytes of data but a",
     ),
     "wrapped_size.nii.gz": (
         # 2**32 claimed voxels, none stored: ISIZE (mod 2**32) matches the header.
         lambda p: p.write_bytes(gzip.compress(header_only((16384, 16384, 16), np.uint8))),
-        "header claims 4294967648 bytes of data",
+        "its header needs 4294967648 bytes of data but a",
     ),
     "beyond_4gib.nii.gz": (_beyond_4gib, "file holds 4194656 bytes of data but its header "
                                          "needs 4299161952"),
