@@ -2,40 +2,69 @@
 
 One file is processed by :func:`process_file`, a top-level function that never
 raises for a bad volume: it returns a :class:`FileResult` whose ``status`` is
-``"written"`` or ``"failed"``.  :func:`mask_dataset` runs it over a folder,
-in-process or in worker processes, and returns the results in input order.
+``"written"``, ``"skipped"`` (``skip_existing``: an up-to-date mask exists) or
+``"failed"``.  :func:`mask_dataset` runs it over a folder, in-process or in
+worker processes, and returns the results in input order.
+
+Masks carry their provenance in the NIfTI ``descrip`` field
+(``nimask <version> otsu r=<radius>`` or
+``nimask <version> thr=<low>:<high> r=<radius>``).  It serves two purposes:
+``skip_existing`` keeps a mask only when it was made by the same nimask version
+with the same parameters, and a ``.nii.gz`` whose ``descrip`` starts with
+``"nimask "`` is a mask nimask wrote, never an input (so that ``output_path``
+may equal ``nii_folder`` without masking the masks on a re-run).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
+import re
+import signal
 import sys
+import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
 from ._version import __version__
 from .exceptions import InputFolderError, NimaskError, OutputError, ParameterError
-from .io import TEMP_MARKER, read_volume, write_mask
+from .io import (
+    TEMP_MARKER,
+    cleanup_temporaries,
+    inspect_nifti,
+    read_descrip,
+    read_volume,
+    verify_payload,
+    write_mask,
+)
 from .masking import compute_mask, validate_closing_radius, validate_threshold
 from .qc import qc_png_name, render_case, write_index
 from .report import flag_cohort, mask_statistics, report_format, write_report
 
 __all__ = [
+    "PROVENANCE_PREFIX",
     "FileResult",
+    "FolderScan",
     "MaskSettings",
+    "Provenance",
     "find_inputs",
     "mask_dataset",
     "output_name",
+    "parse_provenance",
     "process_file",
+    "scan_folder",
     "usable_cpus",
 ]
 
@@ -43,6 +72,44 @@ logger = logging.getLogger(__name__)
 
 NII_GZ = ".nii.gz"
 MASK_SUFFIX = "_mask"
+#: Start of the ``descrip`` field of every mask nimask writes.
+PROVENANCE_PREFIX = "nimask "
+_PROVENANCE_RE = re.compile(
+    r"^nimask (?P<version>\S+) (?:otsu|thr=(?P<low>[^:\s]+):(?P<high>\S+)) r=(?P<radius>\d+)$"
+)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a mask was made, as parsed from its NIfTI ``descrip`` field."""
+
+    version: str
+    threshold: tuple[float, float] | None
+    closing_radius: int
+
+
+def parse_provenance(descrip: str) -> Provenance | None:
+    """Parse a mask's ``descrip`` text; ``None`` if it is not nimask's full format.
+
+    Examples
+    --------
+    >>> parse_provenance("nimask 0.1.0 thr=-500:3000 r=3")
+    Provenance(version='0.1.0', threshold=(-500.0, 3000.0), closing_radius=3)
+    >>> parse_provenance("FSL5.0") is None
+    True
+    """
+    match = _PROVENANCE_RE.match(descrip.strip())
+    if match is None:
+        return None
+    threshold = None
+    if match["low"] is not None:
+        try:
+            threshold = (float(match["low"]), float(match["high"]))
+        except ValueError:
+            return None
+        if not all(math.isfinite(v) for v in threshold):
+            return None
+    return Provenance(match["version"], threshold, int(match["radius"]))
 
 
 @dataclass(frozen=True)
@@ -65,12 +132,52 @@ class MaskSettings:
         return "otsu" if self.threshold is None else "manual"
 
     def provenance(self) -> str:
-        """Short text stored in each mask's NIfTI ``descrip`` field (<= 79 chars)."""
+        """Text stored in each mask's NIfTI ``descrip`` field (80 bytes with the NUL).
+
+        ``nimask <version> otsu r=<radius>`` or ``nimask <version>
+        thr=<low>:<high> r=<radius>``, each bound with 9 significant digits
+        when that gives back the exact float, else with all the digits
+        (``repr``), so that :func:`parse_provenance` returns the exact floats.
+        Bounds too long for the field are written with 9 significant digits:
+        such a mask is still recognised as nimask's, but never counts as up to
+        date.
+        """
         if self.threshold is None:
             how = "otsu"
         else:
-            how = f"thr={self.threshold[0]:.9g}:{self.threshold[1]:.9g}"
-        return f"nimask {__version__} {how} r={self.closing_radius}"
+            low, high = self.threshold
+            how = f"thr={_exact(low)}:{_exact(high)}"
+            text = f"{PROVENANCE_PREFIX}{__version__} {how} r={self.closing_radius}"
+            if len(text) <= 79:
+                return text
+            how = f"thr={low:.9g}:{high:.9g}"
+        return f"{PROVENANCE_PREFIX}{__version__} {how} r={self.closing_radius}"[:79]
+
+    def matches(self, provenance: Provenance) -> str | None:
+        """``None`` if a mask with this provenance is what these settings make now.
+
+        Otherwise a short reason.  The version must be the same: another
+        nimask version may compute a different mask.
+        """
+        if provenance.version != __version__:
+            return f"made by nimask {provenance.version}, this is {__version__}"
+        if provenance.threshold != self.threshold:
+            return (f"made with {_describe(provenance.threshold)}, "
+                    f"now {_describe(self.threshold)}")
+        if provenance.closing_radius != self.closing_radius:
+            return (f"made with closing_radius={provenance.closing_radius}, "
+                    f"now {self.closing_radius}")
+        return None
+
+
+def _exact(value: float) -> str:
+    """Short text for ``value`` that ``float()`` reads back exactly."""
+    text = f"{value:.9g}"
+    return text if float(text) == value else repr(value)
+
+
+def _describe(threshold: tuple[float, float] | None) -> str:
+    return "otsu" if threshold is None else f"threshold {threshold[0]:g}:{threshold[1]:g}"
 
 
 @dataclass
@@ -119,48 +226,163 @@ def output_name(input_path: str | os.PathLike[str]) -> str:
     return name[: -len(NII_GZ)] + MASK_SUFFIX + NII_GZ
 
 
-def find_inputs(nii_folder: str | os.PathLike[str]) -> list[Path]:
-    """The ``.nii.gz`` files directly inside ``nii_folder``, sorted by name.
+@dataclass
+class FolderScan:
+    """The ``.nii.gz`` entries of an input folder: inputs, and those set aside.
 
-    The extension is matched case-insensitively.  Folders, ``.nii`` and other
-    files are ignored, and so are nimask's own temporary files and macOS
-    ``._*`` resource-fork files.
+    Attributes
+    ----------
+    inputs : list of Path
+        Files to mask, sorted by name.
+    ignored : list of (Path, str)
+        Entries named ``*.nii.gz`` that are not inputs, with the reason:
+        a directory, a macOS ``._*`` resource-fork file, or a mask written by
+        nimask (``descrip`` starting with ``"nimask "``).  nimask's own
+        temporary files are left out silently.
+    """
+
+    inputs: list[Path]
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def scan_folder(nii_folder: str | os.PathLike[str]) -> FolderScan:
+    """Sort the ``.nii.gz`` entries of ``nii_folder`` into inputs and ignored entries.
+
+    The extension is matched case-insensitively.  Sub-folders are not entered;
+    a broken symbolic link is kept as an input (it fails with a clear reason).
 
     Raises
     ------
     InputFolderError
-        ``nii_folder`` does not exist, is not a folder, or holds no ``.nii.gz``.
+        ``nii_folder`` does not exist, is not a folder, or cannot be listed.
     """
     folder = Path(nii_folder)
     if not folder.exists():
         raise InputFolderError(f"input folder does not exist: {folder}")
     if not folder.is_dir():
         raise InputFolderError(f"input path is not a folder: {folder}")
-    found = []
-    for entry in os.scandir(folder):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise InputFolderError(
+            f"cannot list input folder {folder}: {exc.strerror or exc}"
+        ) from exc
+    scan = FolderScan([])
+    for entry in sorted(entries, key=lambda e: e.name):
         name = entry.name
         if not name.lower().endswith(NII_GZ) or TEMP_MARKER in name:
             continue
+        path = Path(entry.path)
         if name.startswith("._"):
-            logger.info("ignoring macOS resource-fork file %s", name)
+            scan.ignored.append((path, "macOS resource-fork file, not a volume"))
             continue
-        if entry.is_dir():
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            scan.ignored.append((path, "a directory, not a file"))
             continue
-        found.append(Path(entry.path))
-    if not found:
-        raise InputFolderError(f"no .nii.gz files in input folder: {folder}")
-    return sorted(found, key=lambda p: p.name)
+        descrip = read_descrip(path)
+        if descrip is not None and descrip.startswith(PROVENANCE_PREFIX):
+            scan.ignored.append((path, f"a mask written by nimask ({descrip!r}), not an input"))
+            continue
+        scan.inputs.append(path)
+    return scan
 
 
-def process_file(input_path: Path, output_dir: Path, settings: MaskSettings) -> FileResult:
+def find_inputs(nii_folder: str | os.PathLike[str]) -> list[Path]:
+    """The ``.nii.gz`` files directly inside ``nii_folder`` to mask, sorted by name.
+
+    See :func:`scan_folder` for what is set aside (sub-folders, macOS ``._*``
+    files, masks written by nimask, nimask's temporary files); each ignored
+    entry is logged.
+
+    Raises
+    ------
+    InputFolderError
+        ``nii_folder`` does not exist, is not a folder, or holds no ``.nii.gz``
+        input.
+    """
+    scan = scan_folder(nii_folder)
+    for path, why in scan.ignored:
+        level = logging.WARNING if "directory" in why else logging.INFO
+        logger.log(level, "ignoring %s: %s", path.name, why)
+    if not scan.inputs:
+        extra = f" ({len(scan.ignored)} .nii.gz entries ignored)" if scan.ignored else ""
+        raise InputFolderError(f"no .nii.gz files in input folder: {nii_folder}{extra}")
+    return scan.inputs
+
+
+def existing_mask_problem(
+    input_path: Path, out_path: Path, settings: MaskSettings
+) -> str | None:
+    """``None`` if ``out_path`` is an up-to-date mask of ``input_path``, else why not.
+
+    Up to date means: a complete NIfTI-1 file (header valid, every voxel byte
+    present), uint8, on the input's grid (shape and affine), with nimask
+    provenance matching ``settings`` and the current version, and not older
+    than the input.
+    """
+    if not out_path.exists():
+        return "no mask yet"
+    try:
+        mask_info = inspect_nifti(out_path)
+        verify_payload(mask_info)
+    except NimaskError as exc:
+        return f"existing mask is not a complete NIfTI file ({exc})"
+    descrip = read_descrip(out_path) or ""
+    provenance = parse_provenance(descrip)
+    if provenance is None:
+        return f"existing file has no nimask provenance (descrip {descrip!r})"
+    mismatch = settings.matches(provenance)
+    if mismatch is not None:
+        return f"existing mask {mismatch}"
+    if mask_info.header.get_data_dtype() != np.uint8:
+        return f"existing mask has voxel type {mask_info.header.get_data_dtype()}, not uint8"
+    try:
+        input_info = inspect_nifti(input_path)
+    except NimaskError as exc:
+        return f"input header unreadable ({exc})"
+    if mask_info.shape[:3] != input_info.shape[:3]:
+        return f"existing mask has shape {list(mask_info.shape[:3])}, input has " \
+               f"{list(input_info.shape[:3])}"
+    if not np.allclose(mask_info.header.get_best_affine(),
+                       input_info.header.get_best_affine(), rtol=0, atol=1e-6):
+        return "existing mask has another affine than the input"
+    try:
+        if input_path.stat().st_mtime > out_path.stat().st_mtime:
+            return "input is newer than the existing mask"
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    return None
+
+
+def process_file(
+    input_path: Path,
+    output_dir: Path,
+    settings: MaskSettings,
+    *,
+    skip_existing: bool = False,
+) -> FileResult:
     """Read, mask and write one volume; never raises for a bad volume.
+
+    Parameters
+    ----------
+    input_path : Path
+    output_dir : Path
+    settings : MaskSettings
+    skip_existing : bool, default False
+        Keep an up-to-date mask (see :func:`existing_mask_problem`) instead of
+        computing it again: the result is then ``status="skipped"``.
 
     Returns
     -------
     FileResult
-        ``status="written"`` with the threshold actually used, or
-        ``status="failed"`` with a one-line reason; no output file is left for
-        a failed volume.
+        ``status="written"`` with the threshold actually used,
+        ``status="skipped"``, or ``status="failed"`` with a one-line reason;
+        no output file is left for a failed volume (an existing mask of the
+        same name is left as it was).
     """
     start = time.perf_counter()
     out_path = Path(output_dir) / output_name(input_path)
@@ -171,6 +393,14 @@ def process_file(input_path: Path, output_dir: Path, settings: MaskSettings) -> 
         threshold_mode=settings.mode,
         closing_radius=settings.closing_radius,
     )
+    if skip_existing:
+        problem = existing_mask_problem(Path(input_path), out_path, settings)
+        if problem is None:
+            result.status = "skipped"
+            result.seconds = time.perf_counter() - start
+            return result
+        if problem != "no mask yet":
+            result.notes.append(f"mask made again: {problem}")
     try:
         loaded = read_volume(input_path)
         result.notes.extend(loaded.notes)
@@ -240,7 +470,138 @@ def usable_cpus() -> int:
 
 
 def _init_worker(itk_threads: int) -> None:
+    # Ctrl-C reaches the whole process group: the parent alone handles it and
+    # stops the workers, so that they do not print tracebacks or break the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_threads)
+
+
+def _failed(path: Path, output_dir: Path, settings: MaskSettings, error: str) -> FileResult:
+    return FileResult(
+        input=str(path),
+        output=str(output_dir / output_name(path)),
+        status="failed",
+        error=error,
+        threshold_mode=settings.mode,
+        closing_radius=settings.closing_radius,
+    )
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory, or killed)" if name == "SIGKILL" else ""
+        return f"the worker process processing this file was killed by {name}{hint}"
+    return f"the worker process processing this file died (exit code {exitcode})"
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Terminate the workers now (Ctrl-C), then shut the pool down."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join()
+
+
+def _run_window(
+    pending: deque[int],
+    inputs: Sequence[Path],
+    output_dir: Path,
+    settings: MaskSettings,
+    workers: int,
+    on_done: Callable[[int, FileResult], None],
+    skip_existing: bool,
+) -> list[int]:
+    """Run ``pending`` files in one pool, at most ``workers`` tasks at a time.
+
+    Returns the files in flight when a worker died (the pool is then broken
+    and every running task lost), ``[]`` when all of ``pending`` is done.
+    Keeping no more tasks queued than workers bounds these suspects.
+    """
+    itk_threads = max(1, usable_cpus() // workers)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker, initargs=(itk_threads,),
+    )
+    in_flight: dict[Future[FileResult], int] = {}
+    suspects: list[int] = []
+    try:
+        while pending or in_flight:
+            while pending and len(in_flight) < workers and not suspects:
+                index = pending[0]
+                try:
+                    future = pool.submit(process_file, inputs[index], output_dir, settings,
+                                         skip_existing=skip_existing)
+                except BrokenProcessPool:
+                    break
+                pending.popleft()
+                in_flight[future] = index
+            if not in_flight:
+                break
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                # Every other running task fails too: wait for all to settle.
+                done, _ = wait(in_flight)
+            for future in sorted(done, key=lambda f: in_flight[f]):
+                index = in_flight.pop(future)
+                exc = future.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    suspects.append(index)
+                elif exc is not None:
+                    on_done(index, _failed(inputs[index], output_dir, settings,
+                                           f"worker error: {_reason(exc)}"))
+                else:
+                    on_done(index, future.result())
+            if suspects and not in_flight:
+                break
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    # Joins every worker: nothing of this pool runs once this returns.
+    pool.shutdown(wait=True)
+    return sorted(suspects)
+
+
+def _isolated_main(conn: Any, task: Callable[..., FileResult], args: tuple[Any, ...],
+                   kwargs: dict[str, Any], itk_threads: int) -> None:
+    _init_worker(itk_threads)
+    conn.send(task(*args, **kwargs))
+    conn.close()
+
+
+def _run_isolated(
+    path: Path, output_dir: Path, settings: MaskSettings, skip_existing: bool
+) -> FileResult:
+    """Run one file alone in a fresh process: a death there is this file's doing."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_isolated_main,
+        args=(sender, process_file, (path, output_dir, settings),
+              {"skip_existing": skip_existing}, usable_cpus()),
+        daemon=True,
+    )
+    try:
+        process.start()
+        sender.close()
+        try:
+            result: FileResult = receiver.recv()
+        except EOFError:
+            process.join()
+            return _failed(path, output_dir, settings, _death_reason(process.exitcode))
+        process.join()
+        return result
+    finally:
+        if process.is_alive():
+            process.terminate()
+            process.join()
+        receiver.close()
 
 
 def _run_pool(
@@ -249,31 +610,33 @@ def _run_pool(
     settings: MaskSettings,
     workers: int,
     on_done: Callable[[int, FileResult], None],
+    *,
+    skip_existing: bool = False,
 ) -> None:
-    itk_threads = max(1, usable_cpus() // workers)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker,
-        initargs=(itk_threads,),
-    ) as pool:
-        futures: dict[Future[FileResult], int] = {
-            pool.submit(process_file, path, output_dir, settings): i
-            for i, path in enumerate(inputs)
-        }
-        for future in as_completed(futures):
-            index = futures[future]
-            try:
-                res = future.result()
-            except Exception as exc:  # the worker died or could not run the task
-                res = FileResult(
-                    input=str(inputs[index]),
-                    output=str(output_dir / output_name(inputs[index])),
-                    status="failed",
-                    error=f"worker failed: {_reason(exc)}",
-                    threshold_mode=settings.mode,
-                    closing_radius=settings.closing_radius,
-                )
-            on_done(index, res)
+    """Process ``inputs`` in ``workers`` spawned processes; ``on_done`` gets every result.
+
+    A worker that dies (segfault, ``os._exit``, SIGKILL from the OOM killer)
+    breaks a ``ProcessPoolExecutor`` and fails every task it was running.
+    Those files (at most ``workers``: no more tasks are queued) are then run
+    one at a time, each in a fresh process, after every worker of the broken
+    pool has been joined: a file whose own process dies fails with the cause,
+    the others get their normal result; the files not started yet go on in a
+    new pool.  So a worker death fails only its own file, and no file is ever
+    processed by two processes at once.  Leftover temporaries of the killed
+    workers are removed.
+    """
+    pending = deque(range(len(inputs)))
+    while pending:
+        suspects = _run_window(pending, inputs, output_dir, settings, workers, on_done,
+                               skip_existing)
+        if not suspects:
+            continue
+        cleanup_temporaries(output_dir)
+        logger.warning("a worker process died; running %d file(s) again one at a time: %s",
+                       len(suspects), ", ".join(inputs[i].name for i in suspects))
+        for index in suspects:
+            on_done(index, _run_isolated(inputs[index], output_dir, settings, skip_existing))
+        cleanup_temporaries(output_dir)
 
 
 def _log_result(res: FileResult) -> None:
@@ -282,6 +645,8 @@ def _log_result(res: FileResult) -> None:
         logger.warning("%s: %s", name, note)
     if res.status == "failed":
         logger.error("%s: %s", name, res.error)
+    elif res.status == "skipped":
+        logger.info("%s: up-to-date mask %s kept", name, Path(res.output).name)
     else:
         logger.info("%s -> %s (%s)", name, Path(res.output).name, res.status)
 
@@ -296,6 +661,7 @@ def mask_dataset(
     progress: bool | None = None,
     report: str | os.PathLike[str] | None = None,
     qc_dir: str | os.PathLike[str] | None = None,
+    skip_existing: bool = False,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
@@ -325,12 +691,28 @@ def mask_dataset(
         Write one QC picture per case (``<prefix>_qc.png``, rendered in the
         worker from the volume already in memory) and ``index.html`` into this
         folder.  See :mod:`nimask.qc`.
+    skip_existing : bool, default False
+        Keep masks that are complete and were made by this nimask version with
+        the same ``threshold`` and ``closing_radius`` (read from their NIfTI
+        ``descrip``), reporting them as ``"skipped"``; other masks are
+        overwritten (the default, like nidataset, overwrites every mask).
 
     Returns
     -------
     list of FileResult
         In the sorted order of the inputs, with statistics and cohort
         ``flags`` (:func:`nimask.report.flag_cohort`).
+
+    Notes
+    -----
+    Every mask is written to a temporary file in ``output_path`` and renamed:
+    a mask file is either complete or absent.  Temporaries left by a killed
+    run are removed when the next run starts.  Files in ``nii_folder`` are
+    only read.  Files whose ``descrip`` starts with ``"nimask "`` are masks
+    written by nimask and are never inputs.
+
+    On Ctrl-C (``KeyboardInterrupt``) the workers are stopped, temporaries are
+    removed, what was done is logged and ``KeyboardInterrupt`` is raised again.
 
     Raises
     ------
@@ -341,14 +723,23 @@ def mask_dataset(
         ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files.
     OutputError
         ``output_path``, ``qc_dir`` or the report's folder cannot be created
-        (e.g. it is an existing file), or the report cannot be written.
+        or written (e.g. it is an existing file, or a read-only folder), or the
+        report cannot be written.
+    KeyboardInterrupt
+        Re-raised after cleaning up when the run is interrupted.
     """
     settings = MaskSettings.create(threshold, closing_radius)
     n_workers = _validate_workers(workers)
+    if not isinstance(skip_existing, bool):
+        raise ParameterError(f"skip_existing must be True or False, got {skip_existing!r}")
     if report is not None:
         report_format(report)
     inputs = find_inputs(nii_folder)
     out_dir = _prepare_output(output_path)
+    removed = cleanup_temporaries(out_dir)
+    if removed:
+        logger.warning("removed %d temporary file(s) left in %s by an interrupted run",
+                       removed, out_dir)
     if report is not None:
         _prepare_output(Path(report).parent)
     if qc_dir is not None:
@@ -367,9 +758,21 @@ def mask_dataset(
     try:
         if n_workers == 1 or len(inputs) == 1:
             for i, path in enumerate(inputs):
-                on_done(i, process_file(path, out_dir, settings))
+                on_done(i, process_file(path, out_dir, settings, skip_existing=skip_existing))
         else:
-            _run_pool(inputs, out_dir, settings, min(n_workers, len(inputs)), on_done)
+            _run_pool(inputs, out_dir, settings, min(n_workers, len(inputs)), on_done,
+                      skip_existing=skip_existing)
+    except KeyboardInterrupt:
+        bar.close()
+        cleanup_temporaries(out_dir, include_own=True)
+        done = [r for r in results if r is not None]
+        logger.warning(
+            "interrupted: %d written before interruption, %d skipped, %d failed, "
+            "%d not processed; no partial mask left in %s",
+            count_written(done), sum(r.status == "skipped" for r in done),
+            sum(r.status == "failed" for r in done), len(inputs) - len(done), out_dir,
+        )
+        raise
     finally:
         bar.close()
     done = [r for r in results if r is not None]
@@ -397,6 +800,15 @@ def _prepare_output(output_path: str | os.PathLike[str]) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from exc
+    # Probe with a real file: os.access() is wrong for root, ACLs and read-only mounts.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".probe{TEMP_MARKER}{os.getpid()}-", dir=out_dir)
+    except OSError as exc:
+        raise OutputError(
+            f"output folder is not writable: {out_dir}: {exc.strerror or exc}"
+        ) from exc
+    os.close(fd)
+    os.unlink(probe)
     return out_dir
 
 

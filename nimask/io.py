@@ -42,7 +42,9 @@ __all__ = [
     "TEMP_MARKER",
     "LoadedVolume",
     "NiftiInfo",
+    "cleanup_temporaries",
     "inspect_nifti",
+    "read_descrip",
     "read_volume",
     "verify_payload",
     "write_mask",
@@ -50,8 +52,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Marker in the names of nimask's temporary files (``.<name>.nimask-tmp-XXXX.nii.gz``).
+#: Marker in the names of nimask's temporary files
+#: (``.<name>.nimask-tmp-<pid>-XXXX.nii.gz``, ``<pid>`` the writing process).
 TEMP_MARKER = ".nimask-tmp-"
+#: Largest ratio of uncompressed to compressed size deflate can reach (~1032:1),
+#: with margin: a gzip file promising more data than this cannot hold it.
+_MAX_DEFLATE_RATIO = 1100
 
 _SUPPORTED_DTYPES = {
     np.dtype(t).newbyteorder("=")
@@ -99,7 +105,13 @@ def _read_prefix(path: Path, size: int = 540) -> tuple[bytes, bool]:
         with open(path, "rb") as fh:
             magic = fh.read(2)
     except IsADirectoryError as exc:
-        raise VolumeReadError(f"{path.name}: is a directory") from exc
+        raise VolumeReadError("is a directory, not a file") from exc
+    except FileNotFoundError as exc:
+        if path.is_symlink():
+            raise VolumeReadError(
+                f"broken symbolic link: its target {os.readlink(path)!r} does not exist"
+            ) from exc
+        raise VolumeReadError("file not found (removed during the run?)") from exc
     except OSError as exc:
         raise VolumeReadError(f"cannot open: {exc.strerror or exc}") from exc
     gzipped = magic == b"\x1f\x8b"
@@ -109,7 +121,9 @@ def _read_prefix(path: Path, size: int = 540) -> tuple[bytes, bool]:
                 return gz.read(size), True
         with open(path, "rb") as fh:
             return fh.read(size), False
-    except (OSError, EOFError, zlib.error) as exc:
+    except EOFError as exc:
+        raise VolumeReadError("truncated gzip file: it ends inside the NIfTI header") from exc
+    except (OSError, zlib.error) as exc:
         raise VolumeReadError(f"cannot decompress the header: {exc}") from exc
 
 
@@ -200,6 +214,19 @@ def inspect_nifti(path: str | os.PathLike[str]) -> NiftiInfo:
     return NiftiInfo(path, header, gzipped, shape, payload_end, notes)
 
 
+def read_descrip(path: str | os.PathLike[str]) -> str | None:
+    """The NIfTI ``descrip`` text of a file, or ``None`` if it is not a readable NIfTI-1."""
+    try:
+        prefix, _ = _read_prefix(Path(path), 348)
+    except VolumeReadError:
+        return None
+    if len(prefix) < 348 or 348 not in struct.unpack("<i", prefix[:4]) + struct.unpack(
+        ">i", prefix[:4]
+    ):
+        return None
+    return prefix[148:228].split(b"\x00", 1)[0].decode("ascii", "replace")
+
+
 class _BytesReader:
     """Minimal file object over bytes (nibabel only needs ``read``)."""
 
@@ -243,8 +270,15 @@ def verify_payload(info: NiftiInfo) -> None:
             raise VolumeReadError("truncated gzip file")
         fh.seek(-4, os.SEEK_END)
         isize = struct.unpack("<I", fh.read(4))[0]
-    if isize == need % (1 << 32):
-        return
+    if need > size * _MAX_DEFLATE_RATIO + 4096:
+        # Checked before anything is decompressed or allocated: a header may
+        # claim terabytes that a small file cannot hold.
+        raise VolumeReadError(
+            f"its header needs {need} bytes of data but a {size}-byte gzip file cannot hold "
+            "that much: truncated file or a header claiming dimensions the file does not hold"
+        )
+    if need < (1 << 32) and isize == need:
+        return  # ISIZE is the size modulo 2**32: it proves nothing beyond 4 GiB
     total = _decompressed_size(path)
     if total < need:
         raise VolumeReadError(
@@ -264,7 +298,7 @@ def _decompressed_size(path: Path) -> int:
                 total += len(chunk)
     except EOFError as exc:
         raise VolumeReadError(
-            f"truncated gzip file (stream ends after {total} bytes of data)"
+            "truncated gzip file: the compressed stream ends before its end marker"
         ) from exc
     except (OSError, zlib.error) as exc:
         raise VolumeReadError(f"corrupt gzip data: {exc}") from exc
@@ -353,7 +387,40 @@ def read_volume(path: str | os.PathLike[str]) -> LoadedVolume:
         raise VolumeReadError(
             f"ITK read size {image.GetSize()} but the header says {info.shape[:3]}"
         )
+    # The pure layer counts the NaN voxels and notes them as background.
+    image, _ = _restore_nonfinite(image, info)
     return LoadedVolume(image, info, notes)
+
+
+def _restore_nonfinite(image: sitk.Image, info: NiftiInfo) -> tuple[sitk.Image, int]:
+    """Put back as NaN the NaN/Inf voxels that ITK's NIfTI reader replaced by 0.
+
+    niftilib (inside ITK's ``NiftiImageIO``) silently sets every non-finite
+    float voxel to 0 on reading, so a NaN could pass a window containing 0.
+    Only float files that may hold such a voxel (ITK read a 0, or the file has
+    an intercept) are read again with nibabel (raw values) to find them.
+    """
+    if info.header.get_data_dtype().kind != "f":
+        return image, 0
+    _, inter = info.header.get_slope_inter()
+    # A stored 0 reads as 0 when there is no intercept: without a 0 there was no NaN.
+    if not inter and not np.any(sitk.GetArrayViewFromImage(image) == 0):
+        return image, 0
+    dtype = info.header.get_data_dtype()
+    n_bytes = int(np.prod(info.shape[:3], dtype=np.int64)) * dtype.itemsize
+    opener: Any = gzip.open if info.gzipped else open
+    with opener(info.path, "rb") as fh:
+        fh.seek(info.payload_end - n_bytes)  # vox_offset as inspect_nifti read it
+        raw = np.frombuffer(fh.read(n_bytes), dtype=dtype).reshape(info.shape[:3], order="F")
+    nonfinite = ~np.isfinite(raw.T)  # (z, y, x) like ITK's array
+    count = int(np.count_nonzero(nonfinite))
+    if count == 0:
+        return image, 0
+    array = sitk.GetArrayFromImage(image)
+    array[nonfinite] = np.nan
+    restored = sitk.GetImageFromArray(array)
+    restored.CopyInformation(image)
+    return restored, count
 
 
 def mask_header(info: NiftiInfo, descrip: str) -> Any:
@@ -388,18 +455,26 @@ def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str) 
 
 
 def atomic_write(out_path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file to ``out_path``."""
+    """Call ``write(tmp_path)`` then rename the temporary file to ``out_path``.
+
+    The temporary file is ``.<name>.nimask-tmp-<pid>-XXXX<suffix>`` in the
+    folder of ``out_path``.  On any exception (``KeyboardInterrupt`` included)
+    it is removed and ``out_path`` is left as it was.  Only a process killed
+    outright (SIGKILL, power loss) can leave it behind; the next run removes
+    it (:func:`cleanup_temporaries`).
+    """
     out_path = Path(out_path)
     suffix = ".nii.gz" if out_path.name.lower().endswith(".nii.gz") else out_path.suffix
     try:
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{out_path.name}{TEMP_MARKER}", suffix=suffix, dir=out_path.parent
+            prefix=f".{out_path.name}{TEMP_MARKER}{os.getpid()}-", suffix=suffix,
+            dir=out_path.parent,
         )
     except OSError as exc:
         raise OutputError(f"cannot write in {out_path.parent}: {exc.strerror or exc}") from exc
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -411,3 +486,70 @@ def atomic_write(out_path: Path, write: Any) -> None:
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {out_path.name}: {exc.strerror or exc}") from exc
         raise
+
+
+def _temporary_owner(name: str) -> int | None:
+    """The pid in a nimask temporary file name, ``None`` if there is none."""
+    tail = name.rsplit(TEMP_MARKER, 1)[1]
+    pid_text = tail.split("-", 1)[0]
+    return int(pid_text) if pid_text.isdigit() else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    try:  # a zombie (killed, not yet reaped) writes nothing any more
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
+def cleanup_temporaries(folder: str | os.PathLike[str], *, include_own: bool = False) -> int:
+    """Remove nimask temporaries left in ``folder`` by processes that no longer run.
+
+    Only regular files whose name starts with ``.`` and contains
+    :data:`TEMP_MARKER` are considered; one is removed when the process that
+    wrote it (pid in the name) is gone, or when it has no pid.  Temporaries of
+    live processes (another nimask run writing to the same folder) are kept;
+    those of the calling process too unless ``include_own``.
+
+    Returns
+    -------
+    int
+        Number of files removed.
+    """
+    removed = 0
+    own = os.getpid()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(".") or TEMP_MARKER not in name:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        pid = _temporary_owner(name)
+        if pid is not None and (pid != own or not include_own) and (
+            pid == own or _process_alive(pid)
+        ):
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.warning("cannot remove leftover temporary %s: %s", name, exc.strerror or exc)
+            continue
+        removed += 1
+        logger.info("removed leftover temporary file %s", name)
+    return removed

@@ -20,6 +20,7 @@ def generate_brain_mask_dataset(
     progress: bool | None = None,
     report: str | os.PathLike[str] | None = None,
     qc_dir: str | os.PathLike[str] | None = None,
+    skip_existing: bool = False,
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -51,6 +52,11 @@ def generate_brain_mask_dataset(
         (see :func:`nimask.mask_dataset`).
     qc_dir : str, os.PathLike or None, default None
         Keyword-only.  Folder for one QC picture per case and ``index.html``.
+    skip_existing : bool, default False
+        Keyword-only.  Keep masks that are complete and were made by this
+        nimask version with the same ``threshold`` and ``closing_radius``
+        (checked from the provenance in their NIfTI ``descrip``); the default
+        overwrites every mask, like nidataset.
 
     Returns
     -------
@@ -75,6 +81,7 @@ def generate_brain_mask_dataset(
     results = mask_dataset(
         nii_folder, output_path, threshold, closing_radius,
         workers=workers, progress=progress, report=report, qc_dir=qc_dir,
+        skip_existing=skip_existing,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")

@@ -1,0 +1,34 @@
+"""Run a batch in a child process, the way a front end would: ``IN OUT WORKERS``.
+
+Used by the kill/interrupt tests.  Injects :mod:`_faults` (by file name), logs
+to stderr, and maps ``KeyboardInterrupt`` to exit status 130 like the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import _faults
+
+import nimask.dataset
+from nimask import mask_dataset
+
+
+def main() -> int:
+    in_dir, out_dir, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    nimask.dataset.process_file = _faults.faulty_process_file
+    try:
+        results = mask_dataset(in_dir, out_dir, (20.0, 60.0), 1, workers=workers,
+                               progress=False)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", file=sys.stderr)
+        return 130
+    print(sum(r.status == "written" for r in results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

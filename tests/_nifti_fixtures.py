@@ -1,0 +1,110 @@
+"""Generated NIfTI files for the reliability tests (good, bad and odd ones)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+AFFINE = np.array(
+    [[2.0, 0, 0, -20], [0, 2.0, 0, -30], [0, 0, 3.0, 5], [0, 0, 0, 1]]
+)
+
+
+def ramp(shape: tuple[int, ...] = (12, 10, 8)) -> np.ndarray:
+    """Deterministic int values 0..99 (every dtype holds them exactly)."""
+    return (np.arange(int(np.prod(shape))).reshape(shape) * 7 % 100).astype(np.int16)
+
+
+def write(
+    path: Path,
+    data: np.ndarray,
+    *,
+    dtype: object = None,
+    slope: float | None = None,
+    inter: float | None = None,
+    gzipped: bool = True,
+    intent: str | None = None,
+) -> Path:
+    """Save ``data`` as NIfTI-1 at ``path`` whatever its name (gzip or not)."""
+    target = np.dtype(dtype or data.dtype)
+    header = nib.Nifti1Header(endianness=">" if target.byteorder == ">" else "<")
+    image = nib.Nifti1Image(data.astype(target.newbyteorder("=")), AFFINE, header=header)
+    image.set_data_dtype(target)
+    if slope is not None:
+        image.header.set_slope_inter(slope, inter or 0.0)
+    if intent is not None:
+        image.header.set_intent(intent)
+    buffer = io.BytesIO()
+    file_map = image.make_file_map({"image": buffer, "header": buffer})
+    image.to_file_map(file_map)
+    raw = buffer.getvalue()
+    path.write_bytes(gzip.compress(raw, mtime=0) if gzipped else raw)
+    return path
+
+
+def write_scaled(path: Path, raw: np.ndarray, slope: float, inter: float) -> Path:
+    """int16 data with ``scl_slope``/``scl_inter`` set (nibabel would rescale otherwise)."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header.set_data_shape(raw.shape)
+    header.set_sform(AFFINE, 1)
+    header.set_qform(AFFINE, 1)
+    header["scl_slope"] = slope
+    header["scl_inter"] = inter
+    header["vox_offset"] = 352
+    buffer = io.BytesIO()
+    header.write_to(buffer)
+    buffer.write(b"\0" * (352 - buffer.tell()))
+    buffer.write(raw.astype("<i2").tobytes(order="F"))
+    path.write_bytes(gzip.compress(buffer.getvalue(), mtime=0))
+    return path
+
+
+def header_only(shape: tuple[int, ...], dtype: object, payload: bytes = b"") -> bytes:
+    """Uncompressed NIfTI-1 bytes: a header claiming ``shape`` followed by ``payload``."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.dtype(dtype))
+    header.set_data_shape(shape)
+    header["vox_offset"] = 352
+    buffer = io.BytesIO()
+    header.write_to(buffer)
+    buffer.write(b"\0" * (352 - buffer.tell()))
+    return buffer.getvalue() + payload
+
+
+def load_mask(path: Path) -> np.ndarray:
+    """The mask as an (x, y, z) uint8 array, checked to be a 0/1 uint8 NIfTI."""
+    image = nib.load(str(path))
+    assert image.get_data_dtype() == np.uint8
+    data = np.asanyarray(image.dataobj)
+    assert set(np.unique(data)) <= {0, 1}
+    return data
+
+
+def checksums(folder: Path) -> dict[str, tuple[str, int, float]]:
+    """sha256, mode and mtime of every entry in ``folder`` (links not followed)."""
+    sums = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        st = entry.stat(follow_symlinks=False)
+        digest = ""
+        if entry.is_file(follow_symlinks=False):
+            digest = hashlib.sha256(Path(entry.path).read_bytes()).hexdigest()
+        sums[entry.name] = (digest, st.st_mode, st.st_mtime)
+    return sums
+
+
+def shared_data_dir() -> Path | None:
+    """The real test volumes: $NIMASK_SHARED_DATA, else ../shared/data beside the checkout."""
+    env = os.environ.get("NIMASK_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    for candidate in candidates:
+        if (candidate / "MANIFEST.tsv").is_file():
+            return candidate
+    return None

@@ -1,0 +1,94 @@
+"""A worker process that dies fails only its own file; the batch finishes.
+
+Workers are made to die by ``_faults.faulty_process_file`` (SIGSEGV, SIGKILL as
+sent by the OOM killer, ``os._exit``), chosen by file name; it replaces
+``nimask.dataset.process_file`` here and is pickled by reference into the
+spawned workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import _faults
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from _nifti_fixtures import checksums, load_mask, ramp, write
+
+import nimask.dataset
+from nimask import mask_dataset
+from nimask.io import TEMP_MARKER
+
+WINDOW = (20.0, 60.0)
+
+
+def _expected(data: np.ndarray) -> np.ndarray:
+    image = sitk.GetImageFromArray(data.T.copy())
+    mask = sitk.BinaryMorphologicalClosing(sitk.BinaryThreshold(image, 20, 60, 1, 0),
+                                           [1] * 3, sitk.sitkBall, 1, True)
+    return sitk.GetArrayFromImage(mask).T
+
+
+@pytest.mark.slow
+def test_dying_workers_fail_only_their_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = ["a0", "a1", "b_segv", "c0", "c1", "d_sigkill", "e0", "f_exit", "g0", "g1"]
+    data = {name: ramp((20, 18, 12)) + i for i, name in enumerate(names)}
+    for name in names:
+        write(folder / f"{name}.nii.gz", data[name])
+    before = checksums(folder)
+    monkeypatch.setattr(nimask.dataset, "process_file", _faults.faulty_process_file)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="nimask"):
+        results = mask_dataset(folder, out, WINDOW, 1, workers=2)
+    # Deterministic report: one row per input, in input order.
+    assert [Path(r.input).name for r in results] == [f"{n}.nii.gz" for n in names]
+    errors = {Path(r.input).name: r.error for r in results if r.status == "failed"}
+    assert errors == {
+        "b_segv.nii.gz": "the worker process processing this file was killed by SIGSEGV",
+        "d_sigkill.nii.gz": "the worker process processing this file was killed by SIGKILL "
+                            "(out of memory, or killed)",
+        "f_exit.nii.gz": "the worker process processing this file died (exit code 3)",
+    }
+    written = [n for n in names if f"{n}.nii.gz" not in errors]
+    assert sorted(os.listdir(out)) == sorted(f"{n}_mask.nii.gz" for n in written)
+    for name in written:
+        np.testing.assert_array_equal(load_mask(out / f"{name}_mask.nii.gz"),
+                                      _expected(data[name]))
+    assert "a worker process died; running" in caplog.text
+    events = (tmp_path / "events.log").read_text().splitlines()
+    # No file was ever processed by two live processes at once...
+    assert not [e for e in events if e.startswith("overlap")]
+    # ...and each good file was completed exactly once.
+    for name in written:
+        ends = [e for e in events if e.startswith(f"end {name}.nii.gz ")]
+        assert len(ends) == 1, (name, ends)
+    # Each crashing file was tried in the pool and once more on its own.
+    for name in ("b_segv", "d_sigkill", "f_exit"):
+        assert len([e for e in events if e.startswith(f"start {name}.nii.gz ")]) == 2
+    assert checksums(folder) == before
+    assert not [n for n in os.listdir(out) if TEMP_MARKER in n]
+
+
+@pytest.mark.slow
+def test_worker_error_that_is_not_a_death_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A task raising an unexpected exception (not a volume problem) fails its
+    # file without breaking the pool.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        write(folder / f"{name}.nii.gz", ramp())
+    monkeypatch.setattr(nimask.dataset, "process_file", _faults.raising_process_file)
+    results = mask_dataset(folder, tmp_path / "out", WINDOW, 1, workers=2)
+    assert [(r.status, r.error) for r in results] == [
+        ("failed", "worker error: KeyError: 'injected for a.nii.gz'"),
+        ("written", ""),
+    ]
