@@ -8,12 +8,13 @@ in-process or in worker processes, and returns the results in input order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,12 @@ from tqdm import tqdm
 from ._version import __version__
 from .exceptions import InputFolderError, NimaskError, OutputError, ParameterError
 from .io import TEMP_MARKER, read_volume, write_mask
-from .masking import compute_mask, validate_closing_radius, validate_threshold
+from .masking import (
+    compute_mask,
+    validate_closing_radius,
+    validate_closing_radius_mm,
+    validate_threshold,
+)
 
 __all__ = [
     "FileResult",
@@ -46,15 +52,32 @@ MASK_SUFFIX = "_mask"
 
 @dataclass(frozen=True)
 class MaskSettings:
-    """Validated parameters shared by every file of a batch."""
+    """Validated parameters shared by every file of a batch.
+
+    ``closing_radius_mm``, when not ``None``, replaces ``closing_radius`` (a
+    ball round in millimetres, see :func:`nimask.masking.close_mask`).
+    """
 
     threshold: tuple[float, float] | None = None
     closing_radius: int = 3
+    closing_radius_mm: float | None = None
 
     @classmethod
-    def create(cls, threshold: object = None, closing_radius: object = 3) -> MaskSettings:
+    def create(
+        cls, threshold: object = None, closing_radius: object = 3,
+        closing_radius_mm: object = None,
+    ) -> MaskSettings:
         """Validate raw arguments (raises :class:`~nimask.exceptions.ParameterError`)."""
-        return cls(validate_threshold(threshold), validate_closing_radius(closing_radius))
+        return cls(
+            validate_threshold(threshold),
+            validate_closing_radius(closing_radius),
+            validate_closing_radius_mm(closing_radius_mm),
+        )
+
+    @property
+    def voxel_radius(self) -> int | None:
+        """The closing radius in voxels, or ``None`` when it is given in mm."""
+        return self.closing_radius if self.closing_radius_mm is None else None
 
     @property
     def mode(self) -> str:
@@ -67,7 +90,11 @@ class MaskSettings:
             how = "otsu"
         else:
             how = f"thr={self.threshold[0]:.9g}:{self.threshold[1]:.9g}"
-        return f"nimask {__version__} {how} r={self.closing_radius}"
+        if self.closing_radius_mm is None:
+            radius = f"r={self.closing_radius}"
+        else:
+            radius = f"r={self.closing_radius_mm:.6g}mm"
+        return f"nimask {__version__} {how} {radius}"
 
 
 @dataclass
@@ -87,6 +114,7 @@ class FileResult:
     total_voxels: int | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    closing_radius_mm: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -156,12 +184,16 @@ def process_file(input_path: Path, output_dir: Path, settings: MaskSettings) -> 
         output=str(out_path),
         status="failed",
         threshold_mode=settings.mode,
-        closing_radius=settings.closing_radius,
+        closing_radius=settings.voxel_radius,
+        closing_radius_mm=settings.closing_radius_mm,
     )
     try:
         loaded = read_volume(input_path)
         result.notes.extend(loaded.notes)
-        outcome = compute_mask(loaded.image, settings.threshold, settings.closing_radius)
+        outcome = compute_mask(
+            loaded.image, settings.threshold, settings.closing_radius,
+            closing_radius_mm=settings.closing_radius_mm,
+        )
         result.notes.extend(outcome.notes)
         if outcome.nonfinite_voxels:
             result.notes.append(
@@ -203,6 +235,17 @@ def usable_cpus() -> int:
     return max(1, count)
 
 
+@contextlib.contextmanager
+def _itk_threads(count: int) -> Iterator[None]:
+    """Run ITK filters with ``count`` threads, then restore the global default."""
+    old = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(count)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(old)
+
+
 def _init_worker(itk_threads: int) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_threads)
 
@@ -235,7 +278,8 @@ def _run_pool(
                     status="failed",
                     error=f"worker failed: {_reason(exc)}",
                     threshold_mode=settings.mode,
-                    closing_radius=settings.closing_radius,
+                    closing_radius=settings.voxel_radius,
+                    closing_radius_mm=settings.closing_radius_mm,
                 )
             on_done(index, res)
 
@@ -256,8 +300,9 @@ def mask_dataset(
     threshold: tuple[float, float] | None = None,
     closing_radius: int = 3,
     *,
-    workers: int | None = 1,
+    workers: int | None = None,
     progress: bool | None = None,
+    closing_radius_mm: float | None = None,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
@@ -275,10 +320,18 @@ def mask_dataset(
         Inclusive intensity window, or ``None`` for Otsu.
     closing_radius : int, default 3
         Ball radius (voxels) of the morphological closing; 0 disables it.
-    workers : int or None, default 1
-        Worker processes; ``None`` uses every usable CPU, ``1`` runs in-process.
+    workers : int or None, default None
+        Worker processes; ``None`` uses every usable CPU (CPU affinity and
+        cgroup quota respected), ``1`` runs in-process.  Each worker holds one
+        volume at a time and runs ITK with ``usable CPUs // workers`` threads.
+        Outputs, result order and progress do not depend on it.
     progress : bool or None, default None
         Show a tqdm bar on stderr; ``None`` shows it only on a terminal.
+
+    closing_radius_mm : float or None, default None
+        When given, replaces ``closing_radius``: closing with a ball that is
+        round in millimetres (per-axis radius ``closing_radius_mm / spacing``
+        voxels, ITK's half-voxel rule; see :func:`nimask.masking.close_mask`).
 
     Returns
     -------
@@ -288,13 +341,14 @@ def mask_dataset(
     Raises
     ------
     ParameterError
-        Invalid ``threshold``, ``closing_radius`` or ``workers`` (before any work).
+        Invalid ``threshold``, ``closing_radius``, ``closing_radius_mm`` or
+        ``workers`` (before any work).
     InputFolderError
         ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files.
     OutputError
         ``output_path`` cannot be created (e.g. it is an existing file).
     """
-    settings = MaskSettings.create(threshold, closing_radius)
+    settings = MaskSettings.create(threshold, closing_radius, closing_radius_mm)
     n_workers = _validate_workers(workers)
     inputs = find_inputs(nii_folder)
     out_dir = _prepare_output(output_path)
@@ -311,8 +365,9 @@ def mask_dataset(
 
     try:
         if n_workers == 1 or len(inputs) == 1:
-            for i, path in enumerate(inputs):
-                on_done(i, process_file(path, out_dir, settings))
+            with _itk_threads(usable_cpus()):
+                for i, path in enumerate(inputs):
+                    on_done(i, process_file(path, out_dir, settings))
         else:
             _run_pool(inputs, out_dir, settings, min(n_workers, len(inputs)), on_done)
     finally:
