@@ -16,11 +16,12 @@ def generate_brain_mask_dataset(
     closing_radius: int = 3,
     debug: bool = False,
     *,
-    workers: int | None = 1,
+    workers: int | None = None,
     progress: bool | None = None,
     report: str | os.PathLike[str] | None = None,
     qc_dir: str | os.PathLike[str] | None = None,
     skip_existing: bool = False,
+    closing_radius_mm: float | None = None,
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -43,8 +44,10 @@ def generate_brain_mask_dataset(
         Radius in voxels of the ball used for morphological closing; 0 = none.
     debug : bool, default False
         Print ``Total brain masks generated: N`` when done.
-    workers : int or None, default 1
-        Keyword-only.  Worker processes (``None``: every usable CPU).
+    workers : int or None, default None
+        Keyword-only.  Worker processes: ``None`` uses every usable CPU (CPU
+        affinity and cgroup quota respected), ``1`` runs in-process.  The
+        outputs do not depend on it.
     progress : bool or None, default None
         Keyword-only.  Progress bar on stderr (``None``: only on a terminal).
     report : str, os.PathLike or None, default None
@@ -57,6 +60,12 @@ def generate_brain_mask_dataset(
         nimask version with the same ``threshold`` and ``closing_radius``
         (checked from the provenance in their NIfTI ``descrip``); the default
         overwrites every mask, like nidataset.
+    closing_radius_mm : float or None, default None
+        Keyword-only.  When given, replaces ``closing_radius``: the closing
+        ball is round in millimetres, with per-axis radius
+        ``closing_radius_mm / spacing`` voxels and ITK's half-voxel rule
+        (offsets ``d`` with ``sum((d_i * s_i / (R + s_i / 2))**2) <= 1``).
+        For thick-slice CT.  ``0`` disables closing.
 
     Returns
     -------
@@ -68,8 +77,9 @@ def generate_brain_mask_dataset(
         ``nii_folder`` does not exist, is not a folder, or holds no ``.nii.gz``
         (:class:`nimask.exceptions.InputFolderError`).
     ValueError
-        Invalid ``threshold``, ``closing_radius`` or ``report`` suffix, before
-        any work (:class:`nimask.exceptions.ParameterError`).
+        Invalid ``threshold``, ``closing_radius``, ``closing_radius_mm`` or
+        ``report`` suffix, before any work
+        (:class:`nimask.exceptions.ParameterError`).
 
     Notes
     -----
@@ -81,7 +91,7 @@ def generate_brain_mask_dataset(
     results = mask_dataset(
         nii_folder, output_path, threshold, closing_radius,
         workers=workers, progress=progress, report=report, qc_dir=qc_dir,
-        skip_existing=skip_existing,
+        skip_existing=skip_existing, closing_radius_mm=closing_radius_mm,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")

@@ -119,7 +119,7 @@ def test_each_bad_file_fails_alone_with_one_line_reason(
     before = checksums(bad_folder)
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO, logger="nimask"):
-        results = mask_dataset(bad_folder, out)  # Otsu
+        results = mask_dataset(bad_folder, out, workers=1)  # Otsu; in-process for the spy
     by_name = {Path(r.input).name: r for r in results}
     assert sorted(by_name) == sorted([*BAD, "good.nii.gz", "dangling.nii.gz"])
     expected = {name: reason for name, (_, reason) in BAD.items()}
@@ -146,7 +146,9 @@ def test_manual_threshold_on_constant_and_all_nan(tmp_path: Path) -> None:
     folder.mkdir()
     write(folder / "constant.nii.gz", np.full((6, 5, 4), 30, np.int16))
     write(folder / "all_nan.nii.gz", np.full((6, 5, 4), np.nan, np.float32))
-    results = {Path(r.input).name: r for r in mask_dataset(folder, tmp_path / "out", WINDOW)}
+    results = {
+        Path(r.input).name: r for r in mask_dataset(folder, tmp_path / "out", WINDOW, workers=1)
+    }
     assert results["constant.nii.gz"].status == "written"
     assert load_mask(tmp_path / "out" / "constant_mask.nii.gz").sum() == 6 * 5 * 4
     # A manual window is a rule per voxel: no NaN voxel is in it -> empty mask, with a note.
@@ -329,7 +331,9 @@ def test_unreadable_file_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
 
     monkeypatch.setattr(nimask.io, "open", guarded_open, raising=False)
-    results = {Path(r.input).name: r for r in mask_dataset(folder, tmp_path / "out", WINDOW)}
+    results = {
+        Path(r.input).name: r for r in mask_dataset(folder, tmp_path / "out", WINDOW, workers=1)
+    }
     assert results["locked.nii.gz"].status == "failed"
     assert results["locked.nii.gz"].error == "cannot open: Permission denied"
     assert results["open.nii.gz"].status == "written"

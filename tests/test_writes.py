@@ -175,7 +175,7 @@ def test_interrupt_in_process_removes_the_temporary(
 
     monkeypatch.setattr(nimask.io.nib, "save", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
-        mask_dataset(folder, out, WINDOW, 1)
+        mask_dataset(folder, out, WINDOW, 1, workers=1)
     assert sorted(os.listdir(out)) == ["a_mask.nii.gz"]
     assert ("interrupted: 1 written before interruption, 0 skipped, 0 failed, 2 not processed; "
             f"no partial mask left in {out}") in caplog.text
@@ -219,7 +219,7 @@ def test_disk_full_fails_each_file_cleanly_and_the_batch_goes_on(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(nimask.io.nib, "save", full_after_first)
-    results = mask_dataset(folder, tmp_path / "out", WINDOW, 1)
+    results = mask_dataset(folder, tmp_path / "out", WINDOW, 1, workers=1)
     assert [(r.status, r.error) for r in results] == [
         ("written", ""),
         ("failed", "cannot write b_mask.nii.gz: No space left on device"),
@@ -244,7 +244,7 @@ def test_output_folder_not_writable_fails_before_any_work(
     monkeypatch.setattr(nimask.dataset.tempfile, "mkstemp", refuse)
     with pytest.raises(OutputError, match=rf"^output folder is not writable: {re.escape(str(out))}"
                        r": Permission denied$"):
-        mask_dataset(folder, out, WINDOW, 1)
+        mask_dataset(folder, out, WINDOW, 1, workers=1)
     assert os.listdir(out) == []
 
 
@@ -258,7 +258,7 @@ def test_output_folder_not_writable_chmod(tmp_path: Path) -> None:
     out.mkdir(mode=0o555)
     try:
         with pytest.raises(OutputError, match="output folder is not writable"):
-            mask_dataset(folder, out, WINDOW, 1)
+            mask_dataset(folder, out, WINDOW, 1, workers=1)
     finally:
         out.chmod(0o755)
     assert os.listdir(out) == []
