@@ -26,7 +26,9 @@ from tqdm import tqdm
 from ._version import __version__
 from .exceptions import InputFolderError, NimaskError, OutputError, ParameterError
 from .io import TEMP_MARKER, read_volume, write_mask
-from .masking import compute_mask, validate_closing_radius, validate_threshold
+from .masking import MaskOutcome, compute_mask, validate_closing_radius
+from .presets import resolve
+from .refine import Refinements, refine_mask
 
 __all__ = [
     "FileResult",
@@ -46,28 +48,69 @@ MASK_SUFFIX = "_mask"
 
 @dataclass(frozen=True)
 class MaskSettings:
-    """Validated parameters shared by every file of a batch."""
+    """Validated parameters shared by every file of a batch.
+
+    ``threshold`` is the resolved window (a preset's window when the caller
+    gave none) and ``refinements`` the resolved opt-in steps
+    (:class:`~nimask.refine.Refinements`; all off by default).
+    """
 
     threshold: tuple[float, float] | None = None
     closing_radius: int = 3
+    refinements: Refinements = field(default_factory=Refinements)
 
     @classmethod
-    def create(cls, threshold: object = None, closing_radius: object = 3) -> MaskSettings:
-        """Validate raw arguments (raises :class:`~nimask.exceptions.ParameterError`)."""
-        return cls(validate_threshold(threshold), validate_closing_radius(closing_radius))
+    def create(
+        cls,
+        threshold: object = None,
+        closing_radius: object = 3,
+        *,
+        preset: str | None = None,
+        fill_holes: object = None,
+        largest_component: object = None,
+        opening_radius: object = None,
+    ) -> MaskSettings:
+        """Validate raw arguments and apply a preset (explicit arguments win).
+
+        Raises :class:`~nimask.exceptions.ParameterError`; see
+        :func:`nimask.presets.resolve` for the override rule.
+        """
+        radius = validate_closing_radius(closing_radius)
+        window, refinements = resolve(
+            preset, threshold, fill_holes=fill_holes,
+            largest_component=largest_component, opening_radius=opening_radius,
+        )
+        return cls(window, radius, refinements)
 
     @property
     def mode(self) -> str:
-        """``"otsu"`` or ``"manual"``."""
-        return "otsu" if self.threshold is None else "manual"
+        """``"otsu"``, ``"manual"`` or ``"nidataset-otsu"``."""
+        if self.threshold is not None:
+            return "manual"
+        return "nidataset-otsu" if self.refinements.compat == "nidataset" else "otsu"
 
     def provenance(self) -> str:
-        """Short text stored in each mask's NIfTI ``descrip`` field (<= 79 chars)."""
-        if self.threshold is None:
-            how = "otsu"
-        else:
+        """Short text stored in each mask's NIfTI ``descrip`` field (<= 79 chars).
+
+        ``nimask <version> <threshold> r=<closing>`` followed, for the opt-in
+        steps, by space-separated tokens in a fixed order: ``compat=nidataset``,
+        ``open=<voxels>|<R>mm``, ``fill=3d|slices|both``, ``lcc``,
+        ``preset=<name>``.  The threshold is ``otsu``, ``nid-otsu`` or
+        ``thr=<low>:<high>``.  Tokens that do not fit are dropped from the end
+        (the preset name first).
+        """
+        if self.threshold is not None:
             how = f"thr={self.threshold[0]:.9g}:{self.threshold[1]:.9g}"
-        return f"nimask {__version__} {how} r={self.closing_radius}"
+        elif self.refinements.compat == "nidataset":
+            how = "nid-otsu"
+        else:
+            how = "otsu"
+        text = f"nimask {__version__} {how} r={self.closing_radius}"
+        for token in self.refinements.provenance_tokens():
+            if len(text) + 1 + len(token) > 79:
+                break
+            text += " " + token
+        return text
 
 
 @dataclass
@@ -87,6 +130,13 @@ class FileResult:
     total_voxels: int | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    preset: str = ""
+    fill_holes: str = ""
+    largest_component: bool | None = None
+    opening_radius: str = ""
+    components_dropped: int | None = None
+    steps: str = ""
+    hu_warning: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -157,11 +207,12 @@ def process_file(input_path: Path, output_dir: Path, settings: MaskSettings) -> 
         status="failed",
         threshold_mode=settings.mode,
         closing_radius=settings.closing_radius,
+        **_refinement_fields(settings),
     )
     try:
         loaded = read_volume(input_path)
         result.notes.extend(loaded.notes)
-        outcome = compute_mask(loaded.image, settings.threshold, settings.closing_radius)
+        outcome = _compute(loaded.image, settings)
         result.notes.extend(outcome.notes)
         if outcome.nonfinite_voxels:
             result.notes.append(
@@ -172,6 +223,11 @@ def process_file(input_path: Path, output_dir: Path, settings: MaskSettings) -> 
         result.threshold_low = outcome.lower
         result.threshold_high = outcome.upper
         result.otsu_threshold = outcome.otsu_threshold
+        if settings.refinements.active:
+            result.steps = "; ".join(outcome.steps)
+            result.components_dropped = outcome.components_dropped
+        if settings.refinements.hu_check:
+            result.hu_warning = outcome.hu_warning is not None
         view = sitk.GetArrayViewFromImage(outcome.mask)
         result.mask_voxels = int(np.count_nonzero(view))
         result.total_voxels = int(view.size)
@@ -179,6 +235,26 @@ def process_file(input_path: Path, output_dir: Path, settings: MaskSettings) -> 
         result.error = _reason(exc)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _compute(image: sitk.Image, settings: MaskSettings) -> MaskOutcome:
+    if settings.refinements.active:
+        return refine_mask(image, settings.threshold, settings.closing_radius,
+                           settings.refinements)
+    return compute_mask(image, settings.threshold, settings.closing_radius)
+
+
+def _refinement_fields(settings: MaskSettings) -> dict[str, Any]:
+    """Report fields describing the opt-in steps (empty for the default pipeline)."""
+    ref = settings.refinements
+    if not ref.active:
+        return {}
+    return {
+        "preset": ref.preset,
+        "fill_holes": ref.fill_holes,
+        "largest_component": ref.largest_component,
+        "opening_radius": ref.opening_text or "0",
+    }
 
 
 def _reason(exc: BaseException) -> str:
@@ -236,6 +312,7 @@ def _run_pool(
                     error=f"worker failed: {_reason(exc)}",
                     threshold_mode=settings.mode,
                     closing_radius=settings.closing_radius,
+                    **_refinement_fields(settings),
                 )
             on_done(index, res)
 
@@ -258,6 +335,10 @@ def mask_dataset(
     *,
     workers: int | None = 1,
     progress: bool | None = None,
+    preset: str | None = None,
+    fill_holes: bool | str | None = None,
+    largest_component: bool | None = None,
+    opening_radius: int | str | None = None,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
@@ -279,6 +360,16 @@ def mask_dataset(
         Worker processes; ``None`` uses every usable CPU, ``1`` runs in-process.
     progress : bool or None, default None
         Show a tqdm bar on stderr; ``None`` shows it only on a terminal.
+    preset : str or None, default None
+        A recipe of :mod:`nimask.presets` (``"ct-brain"``, ``"ct-head"``,
+        ``"mri-head"``, ``"nidataset"``); explicit arguments override it.
+    fill_holes : bool or {"off", "3d", "slices", "both"} or None, default None
+        Hole filling (``True`` = ``"3d"``); ``None``: the preset's, else off.
+    largest_component : bool or None, default None
+        Keep the largest face-connected component; ``None``: the preset's, else off.
+    opening_radius : int or str or None, default None
+        Erosion/dilation pair around the largest-component step, voxels or
+        ``"<R>mm"``; ``None``: the preset's, else none.
 
     Returns
     -------
@@ -288,13 +379,17 @@ def mask_dataset(
     Raises
     ------
     ParameterError
-        Invalid ``threshold``, ``closing_radius`` or ``workers`` (before any work).
+        Invalid ``threshold``, ``closing_radius``, ``workers``, preset or
+        refinement values (before any work).
     InputFolderError
         ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files.
     OutputError
         ``output_path`` cannot be created (e.g. it is an existing file).
     """
-    settings = MaskSettings.create(threshold, closing_radius)
+    settings = MaskSettings.create(
+        threshold, closing_radius, preset=preset, fill_holes=fill_holes,
+        largest_component=largest_component, opening_radius=opening_radius,
+    )
     n_workers = _validate_workers(workers)
     inputs = find_inputs(nii_folder)
     out_dir = _prepare_output(output_path)

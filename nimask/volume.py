@@ -18,6 +18,10 @@ def generate_brain_mask_dataset(
     *,
     workers: int | None = 1,
     progress: bool | None = None,
+    preset: str | None = None,
+    fill_holes: bool | str | None = None,
+    largest_component: bool | None = None,
+    opening_radius: int | str | None = None,
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -44,6 +48,17 @@ def generate_brain_mask_dataset(
         Keyword-only.  Worker processes (``None``: every usable CPU).
     progress : bool or None, default None
         Keyword-only.  Progress bar on stderr (``None``: only on a terminal).
+    preset : str or None, default None
+        Keyword-only.  ``"ct-brain"``, ``"ct-head"``, ``"mri-head"`` or
+        ``"nidataset"`` (:mod:`nimask.presets`); explicit arguments override
+        the preset (``threshold=None`` keeps the preset's threshold).
+    fill_holes : bool or {"off", "3d", "slices", "both"} or None, default None
+        Keyword-only.  Opt-in hole filling (``True`` = ``"3d"``).
+    largest_component : bool or None, default None
+        Keyword-only.  Opt-in: keep the largest face-connected component.
+    opening_radius : int or str or None, default None
+        Keyword-only.  Opt-in erosion/dilation pair (voxels or ``"<R>mm"``)
+        around the largest-component step.
 
     Returns
     -------
@@ -67,7 +82,8 @@ def generate_brain_mask_dataset(
     """
     results = mask_dataset(
         nii_folder, output_path, threshold, closing_radius,
-        workers=workers, progress=progress,
+        workers=workers, progress=progress, preset=preset, fill_holes=fill_holes,
+        largest_component=largest_component, opening_radius=opening_radius,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")
