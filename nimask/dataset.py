@@ -69,6 +69,7 @@ class MaskSettings:
         fill_holes: object = None,
         largest_component: object = None,
         opening_radius: object = None,
+        exclude_above_window: object = None,
     ) -> MaskSettings:
         """Validate raw arguments and apply a preset (explicit arguments win).
 
@@ -79,6 +80,7 @@ class MaskSettings:
         window, refinements = resolve(
             preset, threshold, fill_holes=fill_holes,
             largest_component=largest_component, opening_radius=opening_radius,
+            exclude_above_window=exclude_above_window,
         )
         return cls(window, radius, refinements)
 
@@ -94,8 +96,8 @@ class MaskSettings:
 
         ``nimask <version> <threshold> r=<closing>`` followed, for the opt-in
         steps, by space-separated tokens in a fixed order: ``compat=nidataset``,
-        ``open=<voxels>|<R>mm``, ``fill=3d|slices|both``, ``lcc``,
-        ``preset=<name>``.  The threshold is ``otsu``, ``nid-otsu`` or
+        ``open=<voxels>|<R>mm``, ``fill=3d|slices|both``, ``lcc``, ``xab``
+        (exclude above window), ``preset=<name>``.  The threshold is ``otsu``, ``nid-otsu`` or
         ``thr=<low>:<high>``.  Tokens that do not fit are dropped from the end
         (the preset name first).
         """
@@ -133,6 +135,7 @@ class FileResult:
     preset: str = ""
     fill_holes: str = ""
     largest_component: bool | None = None
+    exclude_above_window: bool | None = None
     opening_radius: str = ""
     components_dropped: int | None = None
     steps: str = ""
@@ -253,6 +256,7 @@ def _refinement_fields(settings: MaskSettings) -> dict[str, Any]:
         "preset": ref.preset,
         "fill_holes": ref.fill_holes,
         "largest_component": ref.largest_component,
+        "exclude_above_window": ref.exclude_above_window,
         "opening_radius": ref.opening_text or "0",
     }
 
@@ -339,6 +343,7 @@ def mask_dataset(
     fill_holes: bool | str | None = None,
     largest_component: bool | None = None,
     opening_radius: int | str | None = None,
+    exclude_above_window: bool | None = None,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
@@ -370,6 +375,9 @@ def mask_dataset(
     opening_radius : int or str or None, default None
         Erosion/dilation pair around the largest-component step, voxels or
         ``"<R>mm"``; ``None``: the preset's, else none.
+    exclude_above_window : bool or None, default None
+        After the closing, remove voxels above the window's upper bound;
+        ``None``: the preset's, else off.
 
     Returns
     -------
@@ -389,6 +397,7 @@ def mask_dataset(
     settings = MaskSettings.create(
         threshold, closing_radius, preset=preset, fill_holes=fill_holes,
         largest_component=largest_component, opening_radius=opening_radius,
+        exclude_above_window=exclude_above_window,
     )
     n_workers = _validate_workers(workers)
     inputs = find_inputs(nii_folder)

@@ -349,6 +349,7 @@ def compute_mask(
     fill_holes: bool | str | None = None,
     largest_component: bool | None = None,
     opening_radius: int | str | None = None,
+    exclude_above_window: bool | None = None,
 ) -> MaskOutcome:
     """Threshold, close and return the mask with a record of how it was made.
 
@@ -356,13 +357,15 @@ def compute_mask(
     used (the Otsu value in automatic mode) for reports, and the steps run.
     """
     radius = validate_closing_radius(closing_radius)
-    if (preset, fill_holes, largest_component, opening_radius) != (None, None, None, None):
+    requested = (preset, fill_holes, largest_component, opening_radius, exclude_above_window)
+    if any(value is not None for value in requested):
         from .presets import resolve
         from .refine import refine_mask
 
         window, refinements = resolve(
             preset, threshold, fill_holes=fill_holes,
             largest_component=largest_component, opening_radius=opening_radius,
+            exclude_above_window=exclude_above_window,
         )
         if refinements.active:
             return refine_mask(image, window, radius, refinements)
@@ -389,6 +392,7 @@ def brain_mask(
     fill_holes: bool | str | None = None,
     largest_component: bool | None = None,
     opening_radius: int | str | None = None,
+    exclude_above_window: bool | None = None,
 ) -> sitk.Image:
     """Mask one volume: threshold, morphological closing, uint8 {0, 1}.
 
@@ -421,6 +425,10 @@ def brain_mask(
         Keyword-only.  Erosion/dilation pair (ball, voxels, or ``"2.5mm"``)
         around the largest-component step; ``None``: the preset's value, else
         none.
+    exclude_above_window : bool or None
+        Keyword-only.  After the closing, remove voxels above the threshold
+        window's upper bound (the closing may not bridge over bone on CT);
+        ``None``: the preset's value, else off.
 
     Returns
     -------
@@ -446,10 +454,12 @@ def brain_mask(
     Notes
     -----
     The refinement steps run in a fixed order: threshold, erosion, largest
-    component, dilation, closing, fill holes, largest component (each only
-    when enabled; see :func:`nimask.refine.refine_mask`).
+    component, dilation, closing, exclusion above the window, fill holes,
+    largest component (each only when enabled; see
+    :func:`nimask.refine.refine_mask`).
     """
     return compute_mask(
         image, threshold, closing_radius, preset=preset, fill_holes=fill_holes,
         largest_component=largest_component, opening_radius=opening_radius,
+        exclude_above_window=exclude_above_window,
     ).mask

@@ -26,7 +26,7 @@ from .refine import (
     COMPAT_NIDATASET,
     Refinements,
     validate_fill_holes,
-    validate_largest_component,
+    validate_flag,
     validate_opening_radius,
 )
 
@@ -44,6 +44,7 @@ class Preset:
         ``None``: automatic (Otsu, or nidataset's Otsu band for ``compat``).
     fill_holes : str
     largest_component : bool
+    exclude_above_window : bool
     opening_radius : int or str
         Voxels, or ``"<R>mm"``.
     compat : str
@@ -55,6 +56,7 @@ class Preset:
     threshold: tuple[float, float] | None = None
     fill_holes: str = "off"
     largest_component: bool = False
+    exclude_above_window: bool = False
     opening_radius: int | str = 0
     compat: str = ""
     hu_check: bool = False
@@ -70,10 +72,12 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "ct-brain",
             "CT in HU: brain window 0..100 HU (Muschelli et al. 2015), opening 2 mm cutting "
-            "bridges through the skull base, largest component, closing, 3D fill",
+            "bridges through the skull base, largest component, closing that may not add "
+            "bone (> 100 HU), 3D fill",
             threshold=(0.0, 100.0),
             fill_holes="3d",
             largest_component=True,
+            exclude_above_window=True,
             opening_radius="2mm",
             hu_check=True,
         ),
@@ -117,6 +121,7 @@ def resolve(
     fill_holes: object = None,
     largest_component: object = None,
     opening_radius: object = None,
+    exclude_above_window: object = None,
 ) -> tuple[tuple[float, float] | None, Refinements]:
     """Combine a preset with explicit arguments (explicit ones win).
 
@@ -126,7 +131,7 @@ def resolve(
         One of :func:`preset_names` (case-insensitive), or ``None``.
     threshold : (low, high) or None
         A window overrides the preset's; ``None`` keeps the preset's.
-    fill_holes, largest_component, opening_radius : optional
+    fill_holes, largest_component, opening_radius, exclude_above_window : optional
         ``None`` keeps the preset's value (off without a preset).
 
     Returns
@@ -148,8 +153,13 @@ def resolve(
             )
         base = PRESETS[preset.strip().lower()]
     fill = validate_fill_holes(base.fill_holes if fill_holes is None else fill_holes)
-    lcc = validate_largest_component(
-        base.largest_component if largest_component is None else largest_component
+    lcc = validate_flag(
+        "largest_component",
+        base.largest_component if largest_component is None else largest_component,
+    )
+    exclude = validate_flag(
+        "exclude_above_window",
+        base.exclude_above_window if exclude_above_window is None else exclude_above_window,
     )
     radius, unit = validate_opening_radius(
         base.opening_radius if opening_radius is None else opening_radius
@@ -157,6 +167,7 @@ def resolve(
     refinements = Refinements(
         fill_holes=fill,
         largest_component=lcc,
+        exclude_above_window=exclude,
         opening_radius=radius,
         opening_unit=unit,
         compat=base.compat,

@@ -14,6 +14,11 @@ here are only run when asked for, through keyword-only arguments or a preset
 ``largest_component``
     ``ConnectedComponentImageFilter`` (face connectivity) and
     ``RelabelComponentImageFilter``; only the largest component is kept.
+``exclude_above_window``
+    After the closing, voxels brighter than the threshold window's upper
+    bound are removed again (``BinaryThresholdImageFilter`` and
+    ``AndImageFilter``): the closing may fill darker gaps (CSF) but not bridge
+    over brighter structures (on CT, bone at the skull base).
 ``opening_radius``
     ``BinaryErodeImageFilter`` before and ``BinaryDilateImageFilter`` after
     the largest-component step (ball kernel, in voxels, or ``"<R>mm"`` for a
@@ -23,13 +28,14 @@ here are only run when asked for, through keyword-only arguments or a preset
 Order of the steps (see :func:`refine_mask`)::
 
     threshold -> [erode -> largest component -> dilate] -> closing
-              -> fill holes -> largest component
+              -> exclude above window -> fill holes -> largest component
 
 Each bracketed or named step runs only when enabled; the largest-component
 step runs inside the opening (when there is one) *and* last, so the result is
 always a single face-connected component.  The ``nidataset`` compatibility
 flavour instead follows nidataset 0.9.1's own code: threshold (its Otsu band),
-3D fill, closing with scikit-image's ball and border rule, largest component.
+3D fill, closing with scikit-image's ball and border rule, largest component
+(the exclusion, when asked for, still follows the closing).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ __all__ = [
     "close_mask_skimage_ball",
     "dilate_mask",
     "erode_mask",
+    "exclude_above",
     "fill_holes",
     "hu_check",
     "keep_largest_component",
@@ -91,6 +98,8 @@ class Refinements:
         One of :data:`FILL_HOLES_MODES`.
     largest_component : bool
         Keep only the largest face-connected component.
+    exclude_above_window : bool
+        After the closing, drop voxels above the window's upper bound.
     opening_radius : float
         Radius of the erosion/dilation pair around the largest-component
         step; 0 = none.  Voxels (an integer) when ``opening_unit == "vox"``.
@@ -107,6 +116,7 @@ class Refinements:
 
     fill_holes: str = "off"
     largest_component: bool = False
+    exclude_above_window: bool = False
     opening_radius: float = 0
     opening_unit: str = "vox"
     compat: str = ""
@@ -138,6 +148,8 @@ class Refinements:
             tokens.append(f"fill={self.fill_holes}")
         if self.largest_component:
             tokens.append("lcc")
+        if self.exclude_above_window:
+            tokens.append("xab")
         if self.preset:
             tokens.append(f"preset={self.preset}")
         return tokens
@@ -167,11 +179,11 @@ def validate_fill_holes(value: object) -> str:
     )
 
 
-def validate_largest_component(value: object) -> bool:
-    """Check a ``largest_component`` argument (a bool)."""
+def validate_flag(name: str, value: object) -> bool:
+    """Check a boolean step argument such as ``largest_component``."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise ParameterError(f"largest_component must be True or False, got {value!r}")
+    raise ParameterError(f"{name} must be True or False, got {value!r}")
 
 
 def validate_opening_radius(value: object) -> tuple[float, str]:
@@ -357,6 +369,26 @@ def dilate_mask(mask: sitk.Image, radius: float, unit: str = "vox") -> sitk.Imag
     return sitk.BinaryDilate(mask, vector, sitk.sitkBall, 0, 1, False)
 
 
+def exclude_above(mask: sitk.Image, image: sitk.Image, upper: float) -> sitk.Image:
+    """Remove from ``mask`` the voxels whose intensity is above ``upper`` (and NaN).
+
+    ``BinaryThresholdImageFilter`` (from the pixel type's lowest value to
+    ``upper``, inclusive) and ``AndImageFilter``.  ``upper`` must be
+    representable in the image's pixel type, as the ``upper`` bound of a
+    :class:`~nimask.masking.MaskOutcome` is.
+    """
+    mask = _check_mask(mask)
+    pixel_id = image.GetPixelID()
+    if pixel_id == sitk.sitkFloat32:
+        lowest = float(np.finfo(np.float32).min)
+    elif pixel_id == sitk.sitkFloat64:
+        lowest = float(np.finfo(np.float64).min)
+    else:
+        lowest = float(np.iinfo(sitk.GetArrayViewFromImage(image).dtype).min)
+    allowed = sitk.BinaryThreshold(image, lowest, upper, 1, 0)
+    return sitk.And(mask, allowed)
+
+
 def _squared_distance_to(mask: sitk.Image) -> np.ndarray:
     """Exact squared Euclidean distance (voxel units) of each voxel to the nearest 1."""
     distance = sitk.SignedMaurerDistanceMap(
@@ -472,11 +504,13 @@ def refine_mask(
         3 largest component    only when an opening is requested
         4 dilate               opening_radius
         5 closing              ITK ball (close_mask), safe border
-        6 fill holes           3d, then slice-wise
-        7 largest component
+        6 exclude above window exclude_above_window (upper bound of step 1)
+        7 fill holes           3d, then slice-wise
+        8 largest component
 
-    With ``compat="nidataset"`` steps 5 and 6 swap and the closing is
-    :func:`close_mask_skimage_ball`; ties in step 7 follow scipy's labelling.
+    With ``compat="nidataset"`` the fill runs before the closing (7, 5, 6, 8),
+    the closing is :func:`close_mask_skimage_ball` and ties in step 8 follow
+    scipy's labelling.
 
     Returns
     -------
@@ -534,16 +568,23 @@ def refine_mask(
             steps.append(f"fill-holes slices axis={'ijk'[axis]}")
         return current
 
+    def exclude(current: sitk.Image) -> sitk.Image:
+        if not refinements.exclude_above_window or outcome.upper is None:
+            return current
+        steps.append(f"exclude-above {outcome.upper:.9g}")
+        return exclude_above(current, image, outcome.upper)
+
     if nidataset:
         mask = fill(mask)
         if radius:
             mask = close_mask_skimage_ball(mask, radius)
             steps.append(f"closing skimage-ball r={radius}")
+        mask = exclude(mask)
     else:
         if radius:
             mask = close_mask(mask, radius)
             steps.append(f"closing ball r={radius}")
-        mask = fill(mask)
+        mask = fill(exclude(mask))
     if refinements.largest_component:
         mask, n = keep_largest_component(mask, tie_break=tie_break)
         dropped += n

@@ -22,6 +22,7 @@ def generate_brain_mask_dataset(
     fill_holes: bool | str | None = None,
     largest_component: bool | None = None,
     opening_radius: int | str | None = None,
+    exclude_above_window: bool | None = None,
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -59,6 +60,9 @@ def generate_brain_mask_dataset(
     opening_radius : int or str or None, default None
         Keyword-only.  Opt-in erosion/dilation pair (voxels or ``"<R>mm"``)
         around the largest-component step.
+    exclude_above_window : bool or None, default None
+        Keyword-only.  Opt-in: after the closing, remove voxels above the
+        threshold window's upper bound (bone on CT).
 
     Returns
     -------
@@ -84,6 +88,7 @@ def generate_brain_mask_dataset(
         nii_folder, output_path, threshold, closing_radius,
         workers=workers, progress=progress, preset=preset, fill_holes=fill_holes,
         largest_component=largest_component, opening_radius=opening_radius,
+        exclude_above_window=exclude_above_window,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")
