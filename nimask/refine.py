@@ -413,8 +413,9 @@ def close_mask_skimage_ball(mask: sitk.Image, closing_radius: int = 3) -> sitk.I
     if radius == 0:
         return mask
     r2 = float(radius * radius)
-    if not sitk.GetArrayViewFromImage(mask).any():
-        return mask
+    view = sitk.GetArrayViewFromImage(mask)
+    if not view.any() or view.all():
+        return mask  # nothing to close / a full image stays full
     dilated = (_squared_distance_to(mask) <= r2).astype(np.uint8)
     background = 1 - dilated
     if background.any():
