@@ -51,12 +51,14 @@ from .io import (
     write_mask,
 )
 from .masking import (
+    MaskOutcome,
     compute_mask,
     validate_closing_radius,
     validate_closing_radius_mm,
-    validate_threshold,
 )
+from .presets import resolve
 from .qc import qc_png_name, render_case, write_index
+from .refine import Refinements, refine_mask
 from .report import flag_cohort, mask_statistics, report_format, write_report
 
 __all__ = [
@@ -81,8 +83,8 @@ MASK_SUFFIX = "_mask"
 #: Start of the ``descrip`` field of every mask nimask writes.
 PROVENANCE_PREFIX = "nimask "
 _PROVENANCE_RE = re.compile(
-    r"^nimask (?P<version>\S+) (?:otsu|thr=(?P<low>[^:\s]+):(?P<high>\S+)) "
-    r"r=(?:(?P<mm>[^\s]+)mm|(?P<radius>\d+))$"
+    r"^nimask (?P<version>\S+) (?:otsu|nid-otsu|thr=(?P<low>[^:\s]+):(?P<high>\S+)) "
+    r"r=(?:(?P<mm>[^\s]+)mm|(?P<radius>\d+))(?: \S+)*$"
 )
 
 
@@ -94,6 +96,8 @@ class Provenance:
     threshold: tuple[float, float] | None
     closing_radius: int | None
     closing_radius_mm: float | None = None
+    #: The whole ``descrip`` text (steps and preset included).
+    text: str = field(default="", compare=False)
 
 
 def parse_provenance(descrip: str) -> Provenance | None:
@@ -106,7 +110,8 @@ def parse_provenance(descrip: str) -> Provenance | None:
     >>> parse_provenance("FSL5.0") is None
     True
     """
-    match = _PROVENANCE_RE.match(descrip.strip())
+    text = descrip.strip()
+    match = _PROVENANCE_RE.match(text)
     if match is None:
         return None
     threshold = None
@@ -124,8 +129,8 @@ def parse_provenance(descrip: str) -> Provenance | None:
             return None
         if not math.isfinite(radius_mm):
             return None
-        return Provenance(match["version"], threshold, None, radius_mm)
-    return Provenance(match["version"], threshold, int(match["radius"]))
+        return Provenance(match["version"], threshold, None, radius_mm, text)
+    return Provenance(match["version"], threshold, int(match["radius"]), None, text)
 
 
 @dataclass(frozen=True)
@@ -134,25 +139,50 @@ class MaskSettings:
 
     ``closing_radius_mm``, when not ``None``, replaces ``closing_radius`` (a
     ball round in millimetres, see :func:`nimask.masking.close_mask`).
+
+    ``threshold`` is the resolved window (a preset's window when the caller
+    gave none) and ``refinements`` the resolved opt-in steps
+    (:class:`~nimask.refine.Refinements`; all off by default).
     """
 
     threshold: tuple[float, float] | None = None
     closing_radius: int = 3
     closing_radius_mm: float | None = None
+    refinements: Refinements = field(default_factory=Refinements)
     #: Folder for QC pictures (``None``: no picture), rendered next to the volume.
     qc_dir: str | None = None
 
     @classmethod
     def create(
-        cls, threshold: object = None, closing_radius: object = 3,
+        cls,
+        threshold: object = None,
+        closing_radius: object = 3,
         closing_radius_mm: object = None,
+        *,
+        preset: str | None = None,
+        fill_holes: object = None,
+        largest_component: object = None,
+        opening_radius: object = None,
+        exclude_above_window: object = None,
     ) -> MaskSettings:
-        """Validate raw arguments (raises :class:`~nimask.exceptions.ParameterError`)."""
-        return cls(
-            validate_threshold(threshold),
-            validate_closing_radius(closing_radius),
-            validate_closing_radius_mm(closing_radius_mm),
+        """Validate raw arguments and apply a preset (explicit arguments win).
+
+        Raises :class:`~nimask.exceptions.ParameterError`; see
+        :func:`nimask.presets.resolve` for the override rule.
+        """
+        radius = validate_closing_radius(closing_radius)
+        radius_mm = validate_closing_radius_mm(closing_radius_mm)
+        window, refinements = resolve(
+            preset, threshold, fill_holes=fill_holes,
+            largest_component=largest_component, opening_radius=opening_radius,
+            exclude_above_window=exclude_above_window,
         )
+        if radius_mm is not None and refinements.compat == "nidataset":
+            raise ParameterError(
+                "closing_radius_mm is not available with preset='nidataset', whose closing "
+                "uses nidataset's own ball in voxels"
+            )
+        return cls(window, radius, radius_mm, refinements)
 
     @property
     def voxel_radius(self) -> int | None:
@@ -161,35 +191,51 @@ class MaskSettings:
 
     @property
     def mode(self) -> str:
-        """``"otsu"`` or ``"manual"``."""
-        return "otsu" if self.threshold is None else "manual"
+        """``"otsu"``, ``"manual"`` or ``"nidataset-otsu"``."""
+        if self.threshold is not None:
+            return "manual"
+        return "nidataset-otsu" if self.refinements.compat == "nidataset" else "otsu"
 
     def provenance(self) -> str:
         """Text stored in each mask's NIfTI ``descrip`` field (80 bytes with the NUL).
 
-        ``nimask <version> otsu r=<radius>`` or ``nimask <version>
-        thr=<low>:<high> r=<radius>``, each bound with 9 significant digits
-        when that gives back the exact float, else with all the digits
-        (``repr``), so that :func:`parse_provenance` returns the exact floats.
-        Bounds too long for the field are written with 9 significant digits:
-        such a mask is still recognised as nimask's, but never counts as up to
-        date.
+        ``nimask <version> <threshold> r=<closing>`` where the threshold is
+        ``otsu``, ``nid-otsu`` or ``thr=<low>:<high>`` (each bound with 9
+        significant digits when that gives back the exact float, else all the
+        digits, so that :func:`parse_provenance` returns the exact floats) and
+        the closing ``<voxels>`` or ``<R>mm``; then, for the opt-in steps,
+        space-separated tokens in a fixed order: ``compat=nidataset``,
+        ``open=<voxels>|<R>mm``, ``fill=3d|slices|both``, ``lcc``, ``xab``
+        (exclude above window), ``preset=<name>``.  Tokens that do not fit in
+        79 characters are dropped from the end (the preset name first); such a
+        mask is still recognised as nimask's but never counts as up to date
+        (:meth:`matches`).
         """
-        if self.threshold is None:
-            how = "otsu"
-        else:
+        tokens = self._provenance_tokens()
+        text = " ".join(tokens[:3])[:79]
+        for token in tokens[3:]:
+            if len(text) + 1 + len(token) > 79:
+                break
+            text += " " + token
+        return text
+
+    def _full_provenance(self) -> str:
+        return " ".join(self._provenance_tokens())
+
+    def _provenance_tokens(self) -> list[str]:
+        if self.threshold is not None:
             low, high = self.threshold
             how = f"thr={_exact(low)}:{_exact(high)}"
-            text = f"{PROVENANCE_PREFIX}{__version__} {how} {self._radius_text()}"
-            if len(text) <= 79:
-                return text
-            how = f"thr={low:.9g}:{high:.9g}"
-        return f"{PROVENANCE_PREFIX}{__version__} {how} {self._radius_text()}"[:79]
-
-    def _radius_text(self) -> str:
+        elif self.refinements.compat == "nidataset":
+            how = "nid-otsu"
+        else:
+            how = "otsu"
         if self.closing_radius_mm is None:
-            return f"r={self.closing_radius}"
-        return f"r={_exact(self.closing_radius_mm)}mm"
+            radius = f"r={self.closing_radius}"
+        else:
+            radius = f"r={_exact(self.closing_radius_mm)}mm"
+        return [f"{PROVENANCE_PREFIX}{__version__}", how, radius,
+                *self.refinements.provenance_tokens()]
 
     def matches(self, provenance: Provenance) -> str | None:
         """``None`` if a mask with this provenance is what these settings make now.
@@ -210,6 +256,11 @@ class MaskSettings:
             if made.split("=")[0] == now.split("=")[0]:
                 now = now.split("=")[1]
             return f"made with {made}, now {now}"
+        full = self._full_provenance()
+        if len(full) > 79:
+            return "these parameters do not fit in the provenance field: cannot compare"
+        if provenance.text and provenance.text != full:
+            return f"made with '{provenance.text}', now '{full}'"
         return None
 
 
@@ -255,6 +306,14 @@ class FileResult:
     flags: list[str] = field(default_factory=list)
     qc_png: str = ""
     closing_radius_mm: float | None = None
+    preset: str = ""
+    fill_holes: str = ""
+    largest_component: bool | None = None
+    exclude_above_window: bool | None = None
+    opening_radius: str = ""
+    components_dropped: int | None = None
+    steps: str = ""
+    hu_warning: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -441,6 +500,7 @@ def process_file(
         threshold_mode=settings.mode,
         closing_radius=settings.voxel_radius,
         closing_radius_mm=settings.closing_radius_mm,
+        **_refinement_fields(settings),
     )
     if skip_existing:
         problem = existing_mask_problem(Path(input_path), out_path, settings)
@@ -453,10 +513,7 @@ def process_file(
     try:
         loaded = read_volume(input_path)
         result.notes.extend(loaded.notes)
-        outcome = compute_mask(
-            loaded.image, settings.threshold, settings.closing_radius,
-            closing_radius_mm=settings.closing_radius_mm,
-        )
+        outcome = _compute(loaded.image, settings)
         result.notes.extend(outcome.notes)
         if outcome.nonfinite_voxels:
             result.notes.append(
@@ -468,6 +525,11 @@ def process_file(
         result.threshold_low = outcome.lower
         result.threshold_high = outcome.upper
         result.otsu_threshold = outcome.otsu_threshold
+        if settings.refinements.active:
+            result.steps = "; ".join(outcome.steps)
+            result.components_dropped = outcome.components_dropped
+        if settings.refinements.hu_check:
+            result.hu_warning = outcome.hu_warning is not None
         result.mask_voxels = stats.mask_voxels
         result.total_voxels = stats.total_voxels
         result.coverage_percent = stats.coverage_percent
@@ -497,6 +559,28 @@ def _render_qc(result: FileResult, image: sitk.Image, mask: sitk.Image,
         result.notes.append(f"QC picture not written: {_reason(exc)}")
     else:
         result.qc_png = str(png)
+
+
+def _compute(image: sitk.Image, settings: MaskSettings) -> MaskOutcome:
+    if settings.refinements.active:
+        return refine_mask(image, settings.threshold, settings.closing_radius,
+                           settings.refinements, closing_radius_mm=settings.closing_radius_mm)
+    return compute_mask(image, settings.threshold, settings.closing_radius,
+                        closing_radius_mm=settings.closing_radius_mm)
+
+
+def _refinement_fields(settings: MaskSettings) -> dict[str, Any]:
+    """Report fields describing the opt-in steps (empty for the default pipeline)."""
+    ref = settings.refinements
+    if not ref.active:
+        return {}
+    return {
+        "preset": ref.preset,
+        "fill_holes": ref.fill_holes,
+        "largest_component": ref.largest_component,
+        "exclude_above_window": ref.exclude_above_window,
+        "opening_radius": ref.opening_text or "0",
+    }
 
 
 def _reason(exc: BaseException) -> str:
@@ -742,6 +826,11 @@ def mask_dataset(
     qc_dir: str | os.PathLike[str] | None = None,
     skip_existing: bool = False,
     closing_radius_mm: float | None = None,
+    preset: str | None = None,
+    fill_holes: bool | str | None = None,
+    largest_component: bool | None = None,
+    opening_radius: int | str | None = None,
+    exclude_above_window: bool | None = None,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
@@ -784,6 +873,19 @@ def mask_dataset(
         When given, replaces ``closing_radius``: closing with a ball that is
         round in millimetres (per-axis radius ``closing_radius_mm / spacing``
         voxels, ITK's half-voxel rule; see :func:`nimask.masking.close_mask`).
+    preset : str or None, default None
+        A recipe of :mod:`nimask.presets` (``"ct-brain"``, ``"ct-head"``,
+        ``"mri-head"``, ``"nidataset"``); explicit arguments override it.
+    fill_holes : bool or {"off", "3d", "slices", "both"} or None, default None
+        Hole filling (``True`` = ``"3d"``); ``None``: the preset's, else off.
+    largest_component : bool or None, default None
+        Keep the largest face-connected component; ``None``: the preset's, else off.
+    opening_radius : int or str or None, default None
+        Erosion/dilation pair around the largest-component step, voxels or
+        ``"<R>mm"``; ``None``: the preset's, else none.
+    exclude_above_window : bool or None, default None
+        After the closing, remove voxels above the window's upper bound;
+        ``None``: the preset's, else off.
 
     Returns
     -------
@@ -815,7 +917,8 @@ def mask_dataset(
     ------
     ParameterError
         Invalid ``threshold``, ``closing_radius``, ``closing_radius_mm``,
-        ``workers`` or ``report`` suffix (before any work).
+        ``workers``, ``report`` suffix, preset or refinement values (before
+        any work).
     InputFolderError
         ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files.
     OutputError
@@ -825,7 +928,11 @@ def mask_dataset(
     KeyboardInterrupt
         Re-raised after cleaning up when the run is interrupted.
     """
-    settings = MaskSettings.create(threshold, closing_radius, closing_radius_mm)
+    settings = MaskSettings.create(
+        threshold, closing_radius, closing_radius_mm, preset=preset, fill_holes=fill_holes,
+        largest_component=largest_component, opening_radius=opening_radius,
+        exclude_above_window=exclude_above_window,
+    )
     n_workers = _validate_workers(workers)
     if not isinstance(skip_existing, bool):
         raise ParameterError(f"skip_existing must be True or False, got {skip_existing!r}")

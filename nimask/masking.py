@@ -82,6 +82,13 @@ class MaskOutcome:
         Otsu's histogram.
     notes : tuple of str
         Remarks worth logging (e.g. the Otsu fallback for two-valued images).
+    steps : tuple of str
+        The opt-in refinement pipeline's steps in the order they ran (empty
+        for the documented threshold + closing pipeline).
+    hu_warning : str or None
+        Set by the ``ct-*`` presets when the volume does not look like HU.
+    components_dropped : int or None
+        Components removed by the largest-component step (``None``: not run).
     """
 
     mask: sitk.Image
@@ -91,6 +98,9 @@ class MaskOutcome:
     otsu_threshold: float | None
     nonfinite_voxels: int
     notes: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()
+    hu_warning: str | None = None
+    components_dropped: int | None = None
 
 
 def validate_threshold(threshold: object) -> tuple[float, float] | None:
@@ -432,14 +442,33 @@ def compute_mask(
     closing_radius: int = 3,
     *,
     closing_radius_mm: float | None = None,
+    preset: str | None = None,
+    fill_holes: bool | str | None = None,
+    largest_component: bool | None = None,
+    opening_radius: int | str | None = None,
+    exclude_above_window: bool | None = None,
 ) -> MaskOutcome:
     """Threshold, close and return the mask with a record of how it was made.
 
     See :func:`brain_mask`; this variant also returns the threshold that was
-    used (the Otsu value in automatic mode) for reports.
+    used (the Otsu value in automatic mode) for reports, and the steps run.
     """
     radius = validate_closing_radius(closing_radius)
     radius_mm = validate_closing_radius_mm(closing_radius_mm)
+    requested = (preset, fill_holes, largest_component, opening_radius, exclude_above_window)
+    if any(value is not None for value in requested):
+        from .presets import resolve
+        from .refine import refine_mask
+
+        window, refinements = resolve(
+            preset, threshold, fill_holes=fill_holes,
+            largest_component=largest_component, opening_radius=opening_radius,
+            exclude_above_window=exclude_above_window,
+        )
+        if refinements.active:
+            return refine_mask(image, window, radius, refinements,
+                               closing_radius_mm=radius_mm)
+        threshold = window
     outcome = threshold_mask(image, threshold)
     closed = close_mask(outcome.mask, radius, closing_radius_mm=radius_mm)
     return MaskOutcome(
@@ -459,6 +488,11 @@ def brain_mask(
     closing_radius: int = 3,
     *,
     closing_radius_mm: float | None = None,
+    preset: str | None = None,
+    fill_holes: bool | str | None = None,
+    largest_component: bool | None = None,
+    opening_radius: int | str | None = None,
+    exclude_above_window: bool | None = None,
 ) -> sitk.Image:
     """Mask one volume: threshold, morphological closing, uint8 {0, 1}.
 
@@ -479,6 +513,25 @@ def brain_mask(
     closing_radius_mm : float or None, default None
         Keyword-only.  When given, replaces ``closing_radius`` with a ball
         that is round in millimetres (see :func:`close_mask`).
+    preset : {"ct-brain", "ct-head", "mri-head", "nidataset"} or None
+        Keyword-only.  A documented recipe (:mod:`nimask.presets`); explicit
+        arguments override its values (a ``threshold`` window replaces the
+        preset's; ``threshold=None`` keeps it).
+    fill_holes : bool or {"off", "3d", "slices", "both"} or None
+        Keyword-only.  ``BinaryFillhole`` in 3D and/or slice-wise
+        (:func:`nimask.refine.fill_holes`); ``True`` means ``"3d"``; ``None``:
+        the preset's value, else off.
+    largest_component : bool or None
+        Keyword-only.  Keep the largest face-connected component; ``None``:
+        the preset's value, else off.
+    opening_radius : int or str or None
+        Keyword-only.  Erosion/dilation pair (ball, voxels, or ``"2.5mm"``)
+        around the largest-component step; ``None``: the preset's value, else
+        none.
+    exclude_above_window : bool or None
+        Keyword-only.  After the closing, remove voxels above the threshold
+        window's upper bound (the closing may not bridge over bone on CT);
+        ``None``: the preset's value, else off.
 
     Returns
     -------
@@ -499,7 +552,17 @@ def brain_mask(
     >>> from nimask import brain_mask
     >>> image = sitk.ReadImage("scan.nii.gz")              # doctest: +SKIP
     >>> mask = brain_mask(image, threshold=(-500, 3000))   # doctest: +SKIP
+    >>> brain = brain_mask(image, preset="ct-brain")       # doctest: +SKIP
+
+    Notes
+    -----
+    The refinement steps run in a fixed order: threshold, erosion, largest
+    component, dilation, closing, exclusion above the window, fill holes,
+    largest component (each only when enabled; see
+    :func:`nimask.refine.refine_mask`).
     """
     return compute_mask(
-        image, threshold, closing_radius, closing_radius_mm=closing_radius_mm
+        image, threshold, closing_radius, closing_radius_mm=closing_radius_mm, preset=preset,
+        fill_holes=fill_holes, largest_component=largest_component,
+        opening_radius=opening_radius, exclude_above_window=exclude_above_window,
     ).mask

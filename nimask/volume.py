@@ -22,6 +22,11 @@ def generate_brain_mask_dataset(
     qc_dir: str | os.PathLike[str] | None = None,
     skip_existing: bool = False,
     closing_radius_mm: float | None = None,
+    preset: str | None = None,
+    fill_holes: bool | str | None = None,
+    largest_component: bool | None = None,
+    opening_radius: int | str | None = None,
+    exclude_above_window: bool | None = None,
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -66,6 +71,20 @@ def generate_brain_mask_dataset(
         ``closing_radius_mm / spacing`` voxels and ITK's half-voxel rule
         (offsets ``d`` with ``sum((d_i * s_i / (R + s_i / 2))**2) <= 1``).
         For thick-slice CT.  ``0`` disables closing.
+    preset : str or None, default None
+        Keyword-only.  ``"ct-brain"``, ``"ct-head"``, ``"mri-head"`` or
+        ``"nidataset"`` (:mod:`nimask.presets`); explicit arguments override
+        the preset (``threshold=None`` keeps the preset's threshold).
+    fill_holes : bool or {"off", "3d", "slices", "both"} or None, default None
+        Keyword-only.  Opt-in hole filling (``True`` = ``"3d"``).
+    largest_component : bool or None, default None
+        Keyword-only.  Opt-in: keep the largest face-connected component.
+    opening_radius : int or str or None, default None
+        Keyword-only.  Opt-in erosion/dilation pair (voxels or ``"<R>mm"``)
+        around the largest-component step.
+    exclude_above_window : bool or None, default None
+        Keyword-only.  Opt-in: after the closing, remove voxels above the
+        threshold window's upper bound (bone on CT).
 
     Returns
     -------
@@ -92,6 +111,9 @@ def generate_brain_mask_dataset(
         nii_folder, output_path, threshold, closing_radius,
         workers=workers, progress=progress, report=report, qc_dir=qc_dir,
         skip_existing=skip_existing, closing_radius_mm=closing_radius_mm,
+preset=preset, fill_holes=fill_holes,
+        largest_component=largest_component, opening_radius=opening_radius,
+        exclude_above_window=exclude_above_window,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")

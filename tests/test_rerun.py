@@ -63,7 +63,8 @@ def test_provenance_mismatches_are_explained() -> None:
 
 @pytest.mark.parametrize(
     "text", ["", "FSL5.0", "nimask", "nimask 0.1.0", "nimask 0.1.0 thr=a:b r=3",
-             "nimask 0.1.0 thr=nan:1 r=3", "nimask 0.1.0 otsu r=-1", "nimask 0.1.0 otsu r=3 x"],
+             "nimask 0.1.0 thr=nan:1 r=3", "nimask 0.1.0 otsu r=-1", "nimask 0.1.0 otsu r=3  x",
+             "nimask 0.1.0 otsu r=infmm"],
 )
 def test_parse_provenance_rejects_other_text(text: str) -> None:
     assert parse_provenance(text) is None
@@ -203,3 +204,22 @@ def test_skip_existing_with_workers(folder: Path, tmp_path: Path) -> None:
     (out / "scan1_mask.nii.gz").unlink()
     results = mask_dataset(folder, out, WINDOW, 1, workers=2, skip_existing=True)
     assert [r.status for r in results] == ["skipped", "written", "skipped"]
+
+
+def test_provenance_with_steps_and_mm_radius_round_trips() -> None:
+    settings = MaskSettings.create((0, 100), 3, preset="ct-brain")
+    text = settings.provenance()
+    parsed = parse_provenance(text)
+    assert parsed is not None
+    assert parsed.text == text
+    assert settings.matches(parsed) is None
+    # Same window and radius, but without the preset's steps: not up to date.
+    plain = MaskSettings.create((0, 100), 3)
+    assert plain.matches(parsed) == f"made with '{text}', now 'nimask {__version__} thr=0:100 r=3'"
+    mm = MaskSettings.create(None, 3, 2.5)
+    parsed_mm = parse_provenance(mm.provenance())
+    assert parsed_mm == Provenance(__version__, None, None, 2.5)
+    assert mm.matches(parsed_mm) is None
+    assert MaskSettings.create(None, 3).matches(parsed_mm) == (
+        "made with closing_radius_mm=2.5, now closing_radius=3"
+    )
