@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,7 @@ def mask_dataset(
     *,
     workers: int | None = 1,
     progress: bool | None = None,
+    executor: Executor | None = None,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
@@ -279,6 +280,13 @@ def mask_dataset(
         Worker processes; ``None`` uses every usable CPU, ``1`` runs in-process.
     progress : bool or None, default None
         Show a tqdm bar on stderr; ``None`` shows it only on a terminal.
+    executor : concurrent.futures.Executor or None, default None
+        Run one task per file on this executor instead of local processes, e.g.
+        ``distributed.Client(address).get_executor()`` (see
+        :mod:`nimask.distributed`).  Inputs and ``output_path`` must be on
+        storage every worker sees; a worker that does not see them fails the
+        file with the reason.  The executor's own workers set the parallelism:
+        ``workers`` must then stay at its default.  The executor is not shut down.
 
     Returns
     -------
@@ -288,7 +296,8 @@ def mask_dataset(
     Raises
     ------
     ParameterError
-        Invalid ``threshold``, ``closing_radius`` or ``workers`` (before any work).
+        Invalid ``threshold``, ``closing_radius``, ``workers`` or ``executor``
+        (before any work).
     InputFolderError
         ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files.
     OutputError
@@ -296,6 +305,7 @@ def mask_dataset(
     """
     settings = MaskSettings.create(threshold, closing_radius)
     n_workers = _validate_workers(workers)
+    _validate_executor(executor, workers)
     inputs = find_inputs(nii_folder)
     out_dir = _prepare_output(output_path)
     results: list[FileResult | None] = [None] * len(inputs)
@@ -310,7 +320,11 @@ def mask_dataset(
         bar.update(1)
 
     try:
-        if n_workers == 1 or len(inputs) == 1:
+        if executor is not None:
+            from .distributed import run_on_executor  # imports this module
+
+            run_on_executor(executor, inputs, out_dir, settings, on_done)
+        elif n_workers == 1 or len(inputs) == 1:
             for i, path in enumerate(inputs):
                 on_done(i, process_file(path, out_dir, settings))
         else:
@@ -326,6 +340,20 @@ def _validate_workers(workers: object) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ParameterError(f"workers must be a positive integer or None, got {workers!r}")
     return workers
+
+
+def _validate_executor(executor: object, workers: object) -> None:
+    if executor is None:
+        return
+    if not isinstance(executor, Executor):
+        raise ParameterError(
+            f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}"
+        )
+    if workers not in (1, None):
+        raise ParameterError(
+            f"workers={workers!r} conflicts with executor: the executor's workers run the "
+            "tasks; leave workers at its default"
+        )
 
 
 def _prepare_output(output_path: str | os.PathLike[str]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor
 
 from .dataset import count_written, mask_dataset
 
@@ -18,6 +19,7 @@ def generate_brain_mask_dataset(
     *,
     workers: int | None = 1,
     progress: bool | None = None,
+    executor: Executor | None = None,
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -44,6 +46,10 @@ def generate_brain_mask_dataset(
         Keyword-only.  Worker processes (``None``: every usable CPU).
     progress : bool or None, default None
         Keyword-only.  Progress bar on stderr (``None``: only on a terminal).
+    executor : concurrent.futures.Executor or None, default None
+        Keyword-only.  Run the files on this executor, e.g. a Dask client's
+        ``client.get_executor()``; inputs and outputs must then be on storage
+        every worker sees (see :func:`nimask.mask_dataset`).
 
     Returns
     -------
@@ -67,7 +73,7 @@ def generate_brain_mask_dataset(
     """
     results = mask_dataset(
         nii_folder, output_path, threshold, closing_radius,
-        workers=workers, progress=progress,
+        workers=workers, progress=progress, executor=executor,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")
