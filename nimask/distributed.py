@@ -57,7 +57,7 @@ class RemoteTask:
     input_path: Path
     output_dir: Path
     settings: MaskSettings
-    input_size: int
+    input_size: int | None
     probe_name: str
     nimask_version: str
     submitter: tuple[str, int]
@@ -116,7 +116,7 @@ def run_task(task: RemoteTask) -> FileResult:
         size = None
     if size is None:
         return _failed(task, f"input not visible on worker {_worker_name()}: {task.input_path}")
-    if size != task.input_size:
+    if task.input_size is not None and size != task.input_size:
         return _failed(
             task,
             f"input differs on worker {_worker_name()}: {task.input_path} has {size} bytes "
@@ -163,6 +163,11 @@ def _remove_temporaries(output_dir: Path, inputs: Sequence[Path]) -> None:
                 logger.info("removed the temporary %s left by a stopped worker", entry.name)
 
 
+def _task_failure(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"worker failed: {type(exc).__name__}" + (f": {text}" if text else "")
+
+
 def run_on_executor(
     executor: Executor,
     inputs: Sequence[Path],
@@ -182,11 +187,15 @@ def run_on_executor(
         futures: dict[Future[FileResult], int] = {}
         try:
             for i, path in enumerate(inputs):
+                try:
+                    size: int | None = path.stat().st_size
+                except OSError:  # vanished since discovery: the worker reports it
+                    size = None
                 task = RemoteTask(
                     input_path=Path(os.path.abspath(path)),
                     output_dir=abs_out,
                     settings=settings,
-                    input_size=path.stat().st_size,
+                    input_size=size,
                     probe_name=probe,
                     nimask_version=__version__,
                     submitter=_PROCESS_TOKEN,
@@ -202,7 +211,7 @@ def run_on_executor(
                         input=str(path),
                         output=str(output_dir / output_name(path)),
                         status="failed",
-                        error=f"worker failed: {_reason(exc)}",
+                        error=_task_failure(exc),
                         threshold_mode=settings.mode,
                         closing_radius=settings.closing_radius,
                     )
