@@ -23,7 +23,13 @@ import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import CancelledError, Executor, Future, as_completed
+from concurrent.futures import (
+    CancelledError,
+    Executor,
+    Future,
+    ThreadPoolExecutor,
+    as_completed,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -36,7 +42,14 @@ from .dataset import FileResult, MaskSettings, _reason, output_name, process_fil
 from .exceptions import MissingDependencyError, OutputError, ParameterError, SchedulerError
 from .io import TEMP_MARKER
 
-__all__ = ["DASK_EXTRA_HINT", "RemoteTask", "open_executor", "run_on_executor", "run_task"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "DASK_EXTRA_HINT",
+    "RemoteTask",
+    "open_executor",
+    "run_on_executor",
+    "run_task",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +57,9 @@ DASK_EXTRA_HINT = 'pip install "nimask[dask]"'
 
 #: Identifies the process that submits tasks (a forked or remote worker differs).
 _PROCESS_TOKEN = (uuid.uuid4().hex, os.getpid())
+
+#: Seconds :func:`open_executor` waits for a scheduler by default.
+CONNECT_TIMEOUT = 10.0
 
 #: ITK threads per task on workers.  Dask's nanny already limits OpenMP/MKL/OpenBLAS
 #: to one thread per worker thread; the executor's task slots give the parallelism.
@@ -234,16 +250,26 @@ def _import_distributed() -> ModuleType:
     return distributed
 
 
-async def _probe_scheduler(module: ModuleType, address: str, timeout: float) -> None:
-    comm = await module.comm.connect(address, timeout=timeout)
+async def _connect_and_close(module: ModuleType, address: str, timeout: float) -> None:
+    args = module.Security().get_connection_args("client")  # TLS settings from Dask's config
+    comm = await module.comm.connect(address, timeout=timeout, **args)
     await comm.close()
+
+
+def _probe_scheduler(module: ModuleType, address: str, timeout: float) -> None:
+    """Open and close one connection to ``address``; raises ``OSError`` when unreachable.
+
+    Runs in a thread of its own, so it also works under a running event loop (Jupyter).
+    """
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _connect_and_close(module, address, timeout)).result()
 
 
 @contextlib.contextmanager
 def open_executor(
     scheduler: str,
     *,
-    connect_timeout: float = 10.0,
+    connect_timeout: float | None = None,
     n_workers: int | None = None,
 ) -> Iterator[Executor]:
     """An executor on a Dask scheduler, or on a new local Dask cluster.
@@ -255,8 +281,9 @@ def open_executor(
         worker processes (default: every usable CPU) of one thread each, on the
         loopback interface, without dashboard.  Anything else is the address of
         a running Dask scheduler, e.g. ``"tcp://head-node:8786"``.
-    connect_timeout : float, default 10.0
-        Seconds to wait for the scheduler before giving up.
+    connect_timeout : float or None, default None
+        Seconds to wait for the scheduler before giving up (``None``:
+        :data:`CONNECT_TIMEOUT`, 10 s).
     n_workers : int or None, default None
         Worker processes of the local cluster (``"local"`` only).
 
@@ -279,8 +306,12 @@ def open_executor(
     """
     if not isinstance(scheduler, str) or not scheduler.strip():
         raise ParameterError(f"scheduler must be 'local' or an address, got {scheduler!r}")
-    if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) or not (
-        connect_timeout > 0
+    if connect_timeout is None:
+        connect_timeout = CONNECT_TIMEOUT
+    if (
+        isinstance(connect_timeout, bool)
+        or not isinstance(connect_timeout, (int, float))
+        or not connect_timeout > 0
     ):
         raise ParameterError(f"connect_timeout must be a positive number, got {connect_timeout!r}")
     if n_workers is not None and (
@@ -295,8 +326,11 @@ def open_executor(
             workers = n_workers or usable_cpus()
             try:
                 cluster = module.LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address=None,
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
                 )
             except (OSError, RuntimeError) as exc:
                 raise SchedulerError(f"cannot start a local Dask cluster: {_reason(exc)}") from exc
@@ -307,7 +341,7 @@ def open_executor(
             if n_workers is not None:
                 raise ParameterError("n_workers applies only to scheduler='local'")
             try:
-                asyncio.run(_probe_scheduler(module, address, float(connect_timeout)))
+                _probe_scheduler(module, address, float(connect_timeout))
             except ValueError as exc:
                 raise ParameterError(
                     f"not a Dask scheduler address: {address!r} ({exc}); "

@@ -92,9 +92,11 @@ def test_local_dask_cluster_matches_local_run(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     local_results, local_masks = local_run
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "in").symlink_to(inputs)  # relative paths: workers get absolute ones
+    (tmp_path / "in").symlink_to(inputs)
     with open_executor("local", n_workers=2) as executor:
+        # Relative paths from another working directory than the workers': they get
+        # absolute paths, the results keep the paths as given.
+        monkeypatch.chdir(tmp_path)
         results = mask_dataset("in", "masks", executor=executor, progress=True)
         generate_brain_mask_dataset("in", "again", executor=executor, debug=True)
     captured = capsys.readouterr()
