@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -493,15 +493,7 @@ def process_file(
     """
     start = time.perf_counter()
     out_path = Path(output_dir) / output_name(input_path)
-    result = FileResult(
-        input=str(input_path),
-        output=str(out_path),
-        status="failed",
-        threshold_mode=settings.mode,
-        closing_radius=settings.voxel_radius,
-        closing_radius_mm=settings.closing_radius_mm,
-        **_refinement_fields(settings),
-    )
+    result = failed_result(input_path, output_dir, settings)
     if skip_existing:
         problem = existing_mask_problem(Path(input_path), out_path, settings)
         if problem is None:
@@ -559,6 +551,22 @@ def _render_qc(result: FileResult, image: sitk.Image, mask: sitk.Image,
         result.notes.append(f"QC picture not written: {_reason(exc)}")
     else:
         result.qc_png = str(png)
+
+
+def failed_result(
+    input_path: Path, output_dir: Path, settings: MaskSettings, error: str = ""
+) -> FileResult:
+    """The record of a file that failed (or has not succeeded yet) with ``settings``."""
+    return FileResult(
+        input=str(input_path),
+        output=str(Path(output_dir) / output_name(input_path)),
+        status="failed",
+        error=error,
+        threshold_mode=settings.mode,
+        closing_radius=settings.voxel_radius,
+        closing_radius_mm=settings.closing_radius_mm,
+        **_refinement_fields(settings),
+    )
 
 
 def _compute(image: sitk.Image, settings: MaskSettings) -> MaskOutcome:
@@ -638,18 +646,6 @@ def _init_worker(itk_threads: int) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_threads)
 
 
-def _failed(path: Path, output_dir: Path, settings: MaskSettings, error: str) -> FileResult:
-    return FileResult(
-        input=str(path),
-        output=str(output_dir / output_name(path)),
-        status="failed",
-        error=error,
-        threshold_mode=settings.mode,
-        closing_radius=settings.voxel_radius,
-        closing_radius_mm=settings.closing_radius_mm,
-    )
-
-
 def _death_reason(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -717,7 +713,7 @@ def _run_window(
                 if isinstance(exc, BrokenProcessPool):
                     suspects.append(index)
                 elif exc is not None:
-                    on_done(index, _failed(inputs[index], output_dir, settings,
+                    on_done(index, failed_result(inputs[index], output_dir, settings,
                                            f"worker error: {_reason(exc)}"))
                 else:
                     on_done(index, future.result())
@@ -757,7 +753,7 @@ def _run_isolated(
             result: FileResult = receiver.recv()
         except EOFError:
             process.join()
-            return _failed(path, output_dir, settings, _death_reason(process.exitcode))
+            return failed_result(path, output_dir, settings, _death_reason(process.exitcode))
         process.join()
         return result
     finally:
@@ -831,6 +827,7 @@ def mask_dataset(
     largest_component: bool | None = None,
     opening_radius: int | str | None = None,
     exclude_above_window: bool | None = None,
+    executor: Executor | None = None,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
@@ -886,6 +883,13 @@ def mask_dataset(
     exclude_above_window : bool or None, default None
         After the closing, remove voxels above the window's upper bound;
         ``None``: the preset's, else off.
+    executor : concurrent.futures.Executor or None, default None
+        Run one task per file on this executor instead of local processes, e.g.
+        ``distributed.Client(address).get_executor()`` (see
+        :mod:`nimask.distributed`).  Inputs and ``output_path`` must be on
+        storage every worker sees; a worker that does not see them fails the
+        file with the reason.  The executor's own workers set the parallelism:
+        ``workers`` must then stay at its default.  The executor is not shut down.
 
     Returns
     -------
@@ -917,8 +921,8 @@ def mask_dataset(
     ------
     ParameterError
         Invalid ``threshold``, ``closing_radius``, ``closing_radius_mm``,
-        ``workers``, ``report`` suffix, preset or refinement values (before
-        any work).
+        ``workers``, ``executor``, ``report`` suffix, preset or refinement
+        values (before any work).
     InputFolderError
         ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files.
     OutputError
@@ -938,6 +942,7 @@ def mask_dataset(
         raise ParameterError(f"skip_existing must be True or False, got {skip_existing!r}")
     if report is not None:
         report_format(report)
+    _validate_executor(executor, workers)
     inputs = find_inputs(nii_folder)
     out_dir = _prepare_output(output_path)
     removed = cleanup_temporaries(out_dir)
@@ -960,7 +965,12 @@ def mask_dataset(
         bar.update(1)
 
     try:
-        if n_workers == 1 or len(inputs) == 1:
+        if executor is not None:
+            from .distributed import run_on_executor  # imports this module
+
+            run_on_executor(executor, inputs, out_dir, settings, on_done,
+                            skip_existing=skip_existing)
+        elif n_workers == 1 or len(inputs) == 1:
             with _itk_threads(usable_cpus()):
                 for i, path in enumerate(inputs):
                     on_done(i, process_file(path, out_dir, settings, skip_existing=skip_existing))
@@ -995,6 +1005,20 @@ def _validate_workers(workers: object) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ParameterError(f"workers must be a positive integer or None, got {workers!r}")
     return workers
+
+
+def _validate_executor(executor: object, workers: object) -> None:
+    if executor is None:
+        return
+    if not isinstance(executor, Executor):
+        raise ParameterError(
+            f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}"
+        )
+    if workers not in (1, None):
+        raise ParameterError(
+            f"workers={workers!r} conflicts with executor: the executor's workers run the "
+            "tasks; leave workers at its default"
+        )
 
 
 def _prepare_output(output_path: str | os.PathLike[str]) -> Path:

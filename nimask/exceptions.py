@@ -10,9 +10,11 @@ from __future__ import annotations
 __all__ = [
     "InputFolderError",
     "InvalidVolumeError",
+    "MissingDependencyError",
     "NimaskError",
     "OutputError",
     "ParameterError",
+    "SchedulerError",
     "VolumeReadError",
 ]
 
@@ -39,3 +41,11 @@ class VolumeReadError(NimaskError, OSError):
 
 class InvalidVolumeError(NimaskError, ValueError):
     """A volume was read but cannot be masked (not 3D, vector-valued, constant, all NaN, ...)."""
+
+
+class SchedulerError(NimaskError, ConnectionError):
+    """A Dask scheduler cannot be reached, or a local Dask cluster cannot be started."""
+
+
+class MissingDependencyError(NimaskError, ImportError):
+    """An optional dependency (an extra such as ``nimask[dask]``) is not installed."""

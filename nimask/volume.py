@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor
 
 from .dataset import count_written, mask_dataset
 
@@ -27,6 +28,7 @@ def generate_brain_mask_dataset(
     largest_component: bool | None = None,
     opening_radius: int | str | None = None,
     exclude_above_window: bool | None = None,
+    executor: Executor | None = None,
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -85,6 +87,10 @@ def generate_brain_mask_dataset(
     exclude_above_window : bool or None, default None
         Keyword-only.  Opt-in: after the closing, remove voxels above the
         threshold window's upper bound (bone on CT).
+    executor : concurrent.futures.Executor or None, default None
+        Keyword-only.  Run the files on this executor, e.g. a Dask client's
+        ``client.get_executor()``; inputs and outputs must then be on storage
+        every worker sees (see :func:`nimask.mask_dataset`).
 
     Returns
     -------
@@ -114,6 +120,7 @@ def generate_brain_mask_dataset(
 preset=preset, fill_holes=fill_holes,
         largest_component=largest_component, opening_radius=opening_radius,
         exclude_above_window=exclude_above_window,
+        executor=executor,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")
