@@ -1,7 +1,8 @@
 """The ``nimask`` command: parse, call :func:`nimask.mask_dataset`, print a summary.
 
 Exit codes: 0 every file succeeded, 1 at least one file failed (the others are
-written), 2 usage error (bad option, missing input folder, no ``.nii.gz``).
+written), 2 usage error (bad option, missing input folder, no ``.nii.gz``),
+130 interrupted (Ctrl-C; no partial mask is left).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
@@ -19,6 +21,7 @@ from tqdm import tqdm
 from ._version import __version__
 from .dataset import FileResult, mask_dataset
 from .exceptions import InputFolderError, OutputError, ParameterError
+from .presets import preset_names
 from .report import report_format
 from .sample import sample_folder
 
@@ -80,32 +83,39 @@ def _summary(results: list[FileResult], seconds: float, output_dir: Path,
         click.echo(f"QC:     {qc / 'index.html'}")
 
 
-def _run(input_dir: Path, output_dir: Path, *, threshold: tuple[float, float] | None,
-         closing_radius: int, report: Path | None, qc: Path | None, workers: int,
-         progress: bool | None, quiet: bool, debug: bool) -> None:
+def _run(input_dir: Path, output_dir: Path, *, quiet: bool, debug: bool,
+         scheduler: str | None = None, **options: Any) -> None:
+    """Run one batch; ``options`` are :func:`mask_dataset` keywords."""
     start = time.perf_counter()
+    options["progress"] = False if quiet else options.get("progress")
     try:
-        with _logging(quiet, debug):
-            results = mask_dataset(
-                input_dir, output_dir, threshold, closing_radius,
-                workers=None if workers == 0 else workers,
-                progress=False if quiet else progress, report=report, qc_dir=qc,
-            )
+        with _logging(quiet, debug), contextlib.ExitStack() as stack:
+            if scheduler is not None:
+                from .distributed import open_executor  # imports Dask only here
+
+                options.update(workers=1, executor=stack.enter_context(open_executor(scheduler)))
+            results = mask_dataset(input_dir, output_dir, **options)
     except (InputFolderError, ParameterError, OutputError) as exc:
         raise click.UsageError(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo("nimask: interrupted (no partial mask left)", err=True)
+        sys.exit(130)
     except Exception as exc:
         if debug:
             raise
         click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
         sys.exit(1)
     if not quiet:
-        _summary(results, time.perf_counter() - start, output_dir, report, qc)
+        _summary(results, time.perf_counter() - start, output_dir, options.get("report"),
+                 options.get("qc_dir"))
     if any(r.status == "failed" for r in results):
         sys.exit(1)
 
 
 _quiet = click.option("-q", "--quiet", is_flag=True, help="Only errors: no progress, no summary.")
 _debug = click.option("-v", "--debug", is_flag=True, help="Verbose logs; tracebacks on errors.")
+_workers = click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="Worker processes; 0 = every usable CPU, 1 = in-process.")
 
 
 @click.group("nimask", context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,6 +128,7 @@ def main() -> None:
       nimask demo nimask-demo/
       nimask mask scans/ masks/ --report report.csv --qc qc/
       nimask mask ct/ ct_masks/ --threshold -500 3000 --workers 2
+      nimask mask ct/ brains/ --preset ct-brain --qc qc/
     """
 
 
@@ -128,42 +139,64 @@ def main() -> None:
               help="Inclusive intensity window (negative HU work); default: Otsu per volume.")
 @click.option("--closing-radius", type=click.IntRange(min=0), default=3, show_default=True,
               help="Ball radius (voxels) of the morphological closing; 0 = none.")
+@click.option("--closing-radius-mm", type=click.FloatRange(min=0), metavar="MM",
+              help="Closing ball round in millimetres (replaces --closing-radius).")
+@click.option("--preset", type=click.Choice(preset_names()),
+              help="Documented recipe; explicit options override its values.")
+@click.option("--fill-holes", type=click.Choice(["off", "3d", "slices", "both"]),
+              help="Fill holes in 3D and/or slice by slice (opt-in).")
+@click.option("--largest-component/--no-largest-component", default=None,
+              help="Keep only the largest face-connected component (opt-in).")
+@click.option("--opening-radius", metavar="N|Rmm",
+              help="Erosion/dilation around the largest-component step, voxels or e.g. 2mm.")
+@click.option("--exclude-above-window/--no-exclude-above-window", default=None,
+              help="After closing, drop voxels above the window's upper bound (opt-in).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), callback=_check_report,
               help="Per-file report, .csv or .json (by suffix).")
-@click.option("--qc", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--qc", "qc_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for one QC picture per case and index.html.")
-@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Worker processes; 0 = every usable CPU.")
+@click.option("--skip-existing", is_flag=True,
+              help="Keep complete masks made by this version with the same parameters.")
+@_workers
+@click.option("--scheduler", metavar="ADDRESS|local",
+              help="Run on Dask (tcp://host:8786, or 'local'); needs nimask[dask].")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: only on a terminal).")
 @_quiet
 @_debug
 def mask_command(input_dir: Path, output_dir: Path, threshold: tuple[float, float] | None,
-                 closing_radius: int, report: Path | None, qc: Path | None, workers: int,
-                 progress: bool | None, quiet: bool, debug: bool) -> None:
+                 opening_radius: str | None, workers: int, scheduler: str | None,
+                 **options: Any) -> None:
     """Write INPUT_DIR/<name>.nii.gz's mask to OUTPUT_DIR/<name>_mask.nii.gz.
 
     \b
     Examples:
       nimask mask scans/ masks/
       nimask mask ct/ ct_masks/ --threshold -500 3000 --report ct.json --qc ct_qc/
-    Exit status: 0 all written, 1 some file failed, 2 usage error.
+      nimask mask ct/ ct_masks/ --closing-radius-mm 3 --skip-existing
+    Exit status: 0 all written, 1 some file failed, 2 usage error, 130 interrupted.
     """
-    _run(input_dir, output_dir, threshold=threshold or None, closing_radius=closing_radius,
-         report=report, qc=qc, workers=workers, progress=progress, quiet=quiet, debug=debug)
+    if scheduler is not None and workers != 0:
+        raise click.UsageError("--workers and --scheduler exclude each other: "
+                               "the scheduler's workers run the files")
+    radius: int | str | None = opening_radius
+    if opening_radius is not None and opening_radius.isdigit():
+        radius = int(opening_radius)
+    _run(input_dir, output_dir, threshold=threshold or None, opening_radius=radius,
+         workers=workers or None, scheduler=scheduler, **options)
 
 
 @main.command("demo")
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
+@_workers
 @_quiet
 @_debug
-def demo_command(output_dir: Path, quiet: bool, debug: bool) -> None:
+def demo_command(output_dir: Path, workers: int, quiet: bool, debug: bool) -> None:
     """Mask the bundled sample T1: OUTPUT_DIR/masks, report.csv and qc/.
 
     \b
     Example:
       nimask demo nimask-demo/
     """
-    _run(sample_folder(), output_dir / "masks", threshold=None, closing_radius=3,
-         report=output_dir / "report.csv", qc=output_dir / "qc", workers=1, progress=None,
-         quiet=quiet, debug=debug)
+    _run(sample_folder(), output_dir / "masks", report=output_dir / "report.csv",
+         qc_dir=output_dir / "qc", workers=workers or None, quiet=quiet, debug=debug)
