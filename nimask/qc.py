@@ -292,6 +292,8 @@ def write_index(results: Sequence[FileResult], qc_dir: str | os.PathLike[str],
     folder.mkdir(parents=True, exist_ok=True)
     flagged = [r for r in results if r.flags]
     failed = [r for r in results if r.status == "failed"]
+    written = sum(r.status == "written" for r in results)
+    files = f"{len(results)} file{'s' if len(results) != 1 else ''}"
     counts: dict[str, int] = {}
     for r in results:
         for f in r.flags:
@@ -300,7 +302,7 @@ def write_index(results: Sequence[FileResult], qc_dir: str | os.PathLike[str],
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>{len(results)} files: {sum(r.status == 'written' for r in results)} written, "
+        f"<p>{files}: {written} written, "
         f"{sum(r.status == 'skipped' for r in results)} skipped, {len(failed)} failed; "
         f"{len(flagged)} flagged.</p>",
         "<p>Panels: axial (patient's right on the left), coronal, sagittal (anterior on "
