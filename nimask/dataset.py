@@ -907,6 +907,8 @@ def mask_dataset(
 
     On Ctrl-C (``KeyboardInterrupt``) the workers are stopped, temporaries are
     removed, what was done is logged and ``KeyboardInterrupt`` is raised again.
+    The logged count of masks written agrees with the output folder, also for
+    a mask whose worker was stopped after writing it but before reporting it.
 
     Notes
     -----
@@ -954,6 +956,10 @@ def mask_dataset(
     if qc_dir is not None:
         settings = replace(settings, qc_dir=str(_prepare_output(qc_dir)))
     results: list[FileResult | None] = [None] * len(inputs)
+    # What each output was before the batch: on Ctrl-C, a mask whose result was
+    # never reported is told apart from one left by an earlier run.
+    outputs = [out_dir / output_name(path) for path in inputs]
+    before = [_file_identity(path) for path in outputs]
     bar = tqdm(
         total=len(inputs), desc="nimask", unit="vol", file=sys.stderr,
         disable=None if progress is None else not progress, dynamic_ncols=True,
@@ -981,11 +987,22 @@ def mask_dataset(
         bar.close()
         cleanup_temporaries(out_dir, include_own=True)
         done = [r for r in results if r is not None]
+        # A worker stopped after renaming its mask into place but before its
+        # result reached this process (or a result not handled yet) left a
+        # complete mask: it counts as written.  Every worker has exited here.
+        unreported = [
+            i for i, res in enumerate(results)
+            if res is None and _file_identity(outputs[i]) not in (None, before[i])
+        ]
+        for i in unreported:
+            logger.info("%s -> %s (written; interrupted before its result was reported)",
+                        inputs[i].name, outputs[i].name)
         logger.warning(
             "interrupted: %d written before interruption, %d skipped, %d failed, "
             "%d not processed; no partial mask left in %s",
-            count_written(done), sum(r.status == "skipped" for r in done),
-            sum(r.status == "failed" for r in done), len(inputs) - len(done), out_dir,
+            count_written(done) + len(unreported), sum(r.status == "skipped" for r in done),
+            sum(r.status == "failed" for r in done),
+            len(inputs) - len(done) - len(unreported), out_dir,
         )
         raise
     finally:
@@ -997,6 +1014,18 @@ def mask_dataset(
     if qc_dir is not None:
         write_index(done, qc_dir)
     return done
+
+
+def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    """Device, inode, size and mtime of ``path``; ``None`` if it does not exist.
+
+    A mask renamed into place has a new inode, so any write changes this.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _validate_workers(workers: object) -> int:
