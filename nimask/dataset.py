@@ -658,14 +658,23 @@ def _death_reason(exitcode: int | None) -> str:
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Terminate the workers now (Ctrl-C), then shut the pool down."""
+    """Terminate the workers now (Ctrl-C, broken pool) and shut the pool down.
+
+    Returns once every worker and the executor's manager thread have exited:
+    every future the executor knows of is then settled, and nothing of the
+    pool runs any more.
+    """
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
             process.terminate()
     for process in processes:
         process.join()
+    # With its workers gone the manager thread fails what they ran and exits.
+    if manager is not None:
+        manager.join()
 
 
 def _run_window(
@@ -697,18 +706,30 @@ def _run_window(
                 try:
                     future = pool.submit(process_file, inputs[index], output_dir, settings,
                                          skip_existing=skip_existing)
-                except BrokenProcessPool:
-                    break
+                except RuntimeError as refused:
+                    # BrokenProcessPool, or "cannot schedule new futures after
+                    # shutdown" when the pool broke (and shut itself down) between
+                    # submit's two checks.
+                    if isinstance(refused, BrokenProcessPool) or getattr(pool, "_broken", False):
+                        break
+                    raise
                 pending.popleft()
                 in_flight[future] = index
             if not in_flight:
                 break
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                # Every other running task fails too: wait for all to settle.
-                done, _ = wait(in_flight)
+                # Every other running task fails too.  Stop the pool (workers and
+                # manager thread joined) instead of waiting for each future: a
+                # task submitted while the pool was breaking may never be settled
+                # by the executor (it never ran; it is run again below).
+                _stop_pool(pool)
+                done = set(in_flight)
             for future in sorted(done, key=lambda f: in_flight[f]):
                 index = in_flight.pop(future)
+                if not future.done() or future.cancelled():
+                    suspects.append(index)
+                    continue
                 exc = future.exception()
                 if isinstance(exc, BrokenProcessPool):
                     suspects.append(index)
