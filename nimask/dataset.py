@@ -658,14 +658,23 @@ def _death_reason(exitcode: int | None) -> str:
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Terminate the workers now (Ctrl-C), then shut the pool down."""
+    """Terminate the workers now (Ctrl-C, broken pool) and shut the pool down.
+
+    Returns once every worker and the executor's manager thread have exited:
+    every future the executor knows of is then settled, and nothing of the
+    pool runs any more.
+    """
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
             process.terminate()
     for process in processes:
         process.join()
+    # With its workers gone the manager thread fails what they ran and exits.
+    if manager is not None:
+        manager.join()
 
 
 def _run_window(
@@ -697,18 +706,30 @@ def _run_window(
                 try:
                     future = pool.submit(process_file, inputs[index], output_dir, settings,
                                          skip_existing=skip_existing)
-                except BrokenProcessPool:
-                    break
+                except RuntimeError as refused:
+                    # BrokenProcessPool, or "cannot schedule new futures after
+                    # shutdown" when the pool broke (and shut itself down) between
+                    # submit's two checks.
+                    if isinstance(refused, BrokenProcessPool) or getattr(pool, "_broken", False):
+                        break
+                    raise
                 pending.popleft()
                 in_flight[future] = index
             if not in_flight:
                 break
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                # Every other running task fails too: wait for all to settle.
-                done, _ = wait(in_flight)
+                # Every other running task fails too.  Stop the pool (workers and
+                # manager thread joined) instead of waiting for each future: a
+                # task submitted while the pool was breaking may never be settled
+                # by the executor (it never ran; it is run again below).
+                _stop_pool(pool)
+                done = set(in_flight)
             for future in sorted(done, key=lambda f: in_flight[f]):
                 index = in_flight.pop(future)
+                if not future.done() or future.cancelled():
+                    suspects.append(index)
+                    continue
                 exc = future.exception()
                 if isinstance(exc, BrokenProcessPool):
                     suspects.append(index)
@@ -907,6 +928,8 @@ def mask_dataset(
 
     On Ctrl-C (``KeyboardInterrupt``) the workers are stopped, temporaries are
     removed, what was done is logged and ``KeyboardInterrupt`` is raised again.
+    The logged count of masks written agrees with the output folder, also for
+    a mask whose worker was stopped after writing it but before reporting it.
 
     Notes
     -----
@@ -954,6 +977,10 @@ def mask_dataset(
     if qc_dir is not None:
         settings = replace(settings, qc_dir=str(_prepare_output(qc_dir)))
     results: list[FileResult | None] = [None] * len(inputs)
+    # What each output was before the batch: on Ctrl-C, a mask whose result was
+    # never reported is told apart from one left by an earlier run.
+    outputs = [out_dir / output_name(path) for path in inputs]
+    before = [_file_identity(path) for path in outputs]
     bar = tqdm(
         total=len(inputs), desc="nimask", unit="vol", file=sys.stderr,
         disable=None if progress is None else not progress, dynamic_ncols=True,
@@ -981,11 +1008,22 @@ def mask_dataset(
         bar.close()
         cleanup_temporaries(out_dir, include_own=True)
         done = [r for r in results if r is not None]
+        # A worker stopped after renaming its mask into place but before its
+        # result reached this process (or a result not handled yet) left a
+        # complete mask: it counts as written.  Every worker has exited here.
+        unreported = [
+            i for i, res in enumerate(results)
+            if res is None and _file_identity(outputs[i]) not in (None, before[i])
+        ]
+        for i in unreported:
+            logger.info("%s -> %s (written; interrupted before its result was reported)",
+                        inputs[i].name, outputs[i].name)
         logger.warning(
             "interrupted: %d written before interruption, %d skipped, %d failed, "
             "%d not processed; no partial mask left in %s",
-            count_written(done), sum(r.status == "skipped" for r in done),
-            sum(r.status == "failed" for r in done), len(inputs) - len(done), out_dir,
+            count_written(done) + len(unreported), sum(r.status == "skipped" for r in done),
+            sum(r.status == "failed" for r in done),
+            len(inputs) - len(done) - len(unreported), out_dir,
         )
         raise
     finally:
@@ -997,6 +1035,18 @@ def mask_dataset(
     if qc_dir is not None:
         write_index(done, qc_dir)
     return done
+
+
+def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    """Device, inode, size and mtime of ``path``; ``None`` if it does not exist.
+
+    A mask renamed into place has a new inode, so any write changes this.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _validate_workers(workers: object) -> int:

@@ -10,6 +10,9 @@ nimask itself has no test hook.  Behaviour by input file name:
 * ``*exit*``: ``os._exit(3)``;
 * ``*pause*``: half-writes the temporary mask file, creates ``paused-<pid>``
   next to the output folder, then sleeps (to be killed or interrupted);
+* ``*unreported*``: writes the complete mask, creates ``unreported-<pid>`` next
+  to the output folder, then sleeps before returning its result (a worker
+  stopped between its mask's rename and the report of its result);
 * anything else: the real ``process_file``.
 
 Crashes only happen in a worker process, never in the test process itself.
@@ -82,6 +85,9 @@ def faulty_process_file(input_path: Path, output_dir: Path, settings: Any,
     finally:
         nimask.io.atomic_write = REAL_ATOMIC_WRITE
     _event(log, f"end {name} {os.getpid()}")
+    if "unreported" in name:
+        Path(output_dir).parent.joinpath(f"unreported-{os.getpid()}").write_text(result.output)
+        time.sleep(120)
     return result
 
 

@@ -11,6 +11,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import settings
+
+# CI runs the property tests with a fixed seed so that a landing never depends on luck;
+# locally each run explores new examples (run with CI=true to replay CI's).
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 REPO = Path(__file__).resolve().parents[1]
 

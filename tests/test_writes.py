@@ -3,7 +3,9 @@
 The kill and interrupt tests run a real batch in a child process
 (``_batch_runner.py``); the file ``k05_pause.nii.gz`` half-writes its temporary
 mask and then waits (see ``_faults.py``), so the signal always lands in the
-middle of a write.
+middle of a write.  With two workers, ``k06_unreported.nii.gz`` runs beside it:
+its mask is complete but its worker waits before reporting the result, so the
+signal also lands between a mask's rename and its report.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def _batch_folder(root: Path, n: int = 9) -> Path:
     folder = root / "in"
     folder.mkdir()
     for i in range(n):
-        name = "k05_pause.nii.gz" if i == 5 else f"k{i:02d}.nii.gz"
+        name = {5: "k05_pause.nii.gz", 6: "k06_unreported.nii.gz"}.get(i, f"k{i:02d}.nii.gz")
         write(folder / name, ramp((24, 20, 16)) + i)
     return folder
 
@@ -58,17 +60,30 @@ def _start(folder: Path, out: Path, workers: int) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for_pause(proc: subprocess.Popen[str], root: Path) -> Path:
+def _wait_for_pause(proc: subprocess.Popen[str], root: Path, workers: int) -> Path:
+    """Wait until the paused file (and, with two workers, the unreported one) waits.
+
+    Returns the paused file's half-written temporary.
+    """
     deadline = time.monotonic() + HANG_GUARD
+    markers = ["paused-*"] + (["unreported-*"] if workers > 1 else [])
     while time.monotonic() < deadline:
-        paused = list(root.glob("paused-*"))
-        if paused:
-            return Path(paused[0].read_text())
+        found = [list(root.glob(pattern)) for pattern in markers]
+        if all(found):
+            return Path(found[0][0].read_text())
         if proc.poll() is not None:
             pytest.fail(f"batch ended before the pause: {proc.communicate()}")
         time.sleep(0.05)
-    proc.kill()
-    pytest.fail("the batch never reached the paused file")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    pytest.fail(f"the batch never reached the waiting files {markers}")
+
+
+def _masks_before_signal(workers: int) -> list[str]:
+    """The masks complete when the signal is sent: the files before ``k05_pause``,
+    and with two workers ``k06_unreported`` too."""
+    names = [f"k{i:02d}_mask.nii.gz" for i in range(5)]
+    return [*names, "k06_unreported_mask.nii.gz"] if workers > 1 else names
 
 
 def _task_pids(events: Path) -> set[int]:
@@ -108,7 +123,7 @@ def test_sigkill_mid_batch_leaves_only_complete_masks(tmp_path: Path, workers: i
     before = checksums(folder)
     out = tmp_path / "out"
     proc = _start(folder, out, workers)
-    tmp_file = _wait_for_pause(proc, tmp_path)
+    tmp_file = _wait_for_pause(proc, tmp_path, workers)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole job: main process and workers
     proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == -signal.SIGKILL
@@ -116,9 +131,7 @@ def test_sigkill_mid_batch_leaves_only_complete_masks(tmp_path: Path, workers: i
     leftovers = [n for n in os.listdir(out) if TEMP_MARKER in n]
     assert tmp_file.name in leftovers  # the half-written temporary is still there...
     masks = _assert_only_complete_masks(out)  # ...but every mask is complete
-    assert "k05_pause_mask.nii.gz" not in masks
-    if workers == 1:
-        assert masks == [f"k{i:02d}_mask.nii.gz" for i in range(5)]
+    assert masks == _masks_before_signal(workers)
     assert checksums(folder) == before
     # The next run removes the leftovers and finishes the batch.
     results = mask_dataset(folder, out, WINDOW, 1, skip_existing=True)
@@ -136,7 +149,7 @@ def test_ctrl_c_stops_cleans_up_and_reports(tmp_path: Path, workers: int) -> Non
     before = checksums(folder)
     out = tmp_path / "out"
     proc = _start(folder, out, workers)
-    _wait_for_pause(proc, tmp_path)
+    _wait_for_pause(proc, tmp_path, workers)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     _, stderr = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == 130, stderr
@@ -147,10 +160,10 @@ def test_ctrl_c_stops_cleans_up_and_reports(tmp_path: Path, workers: int) -> Non
     match = re.search(r"interrupted: (\d+) written before interruption, 0 skipped, 0 failed, "
                       r"(\d+) not processed; no partial mask left in ", stderr)
     assert match, stderr
-    assert int(match[1]) == len(masks)
-    assert int(match[1]) + int(match[2]) == 9
-    if workers == 1:
-        assert masks == [f"k{i:02d}_mask.nii.gz" for i in range(5)]
+    # The count agrees with the disk, also for a mask whose worker was stopped
+    # before it could report it.
+    assert masks == _masks_before_signal(workers)
+    assert (int(match[1]), int(match[2])) == (len(masks), 9 - len(masks))
     # Every process that ran a task is gone (the workers were stopped and joined).
     for pid in _task_pids(tmp_path / "events.log"):
         with pytest.raises(ProcessLookupError):
