@@ -99,12 +99,3 @@ def checksums(folder: Path) -> dict[str, tuple[str, int, float]]:
     return sums
 
 
-def shared_data_dir() -> Path | None:
-    """The real test volumes: $NIMASK_SHARED_DATA, else ../shared/data beside the checkout."""
-    env = os.environ.get("NIMASK_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[1].parent / "shared" / "data")
-    for candidate in candidates:
-        if (candidate / "MANIFEST.tsv").is_file():
-            return candidate
-    return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,14 +21,6 @@ SUMMARY = re.compile(
     r"^nimask: (\d+) masks written, (\d+) skipped, (\d+) failed in [0-9.]+ s; (\d+) flagged$",
     re.MULTILINE,
 )
-
-
-def _shared_data_dir() -> Path | None:
-    env = os.environ.get("NIMASK_SHARED_DATA")
-    if env:
-        return Path(env) if Path(env).is_dir() else None
-    rel = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return rel if rel.is_dir() else None
 
 
 def _ct_like(folder: Path, names: tuple[str, ...] = ("a.nii.gz", "b.nii.gz")) -> Path:
@@ -263,10 +254,8 @@ def test_subprocess_python_m_and_script(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_real_data_3d_written_4d_failed(tmp_path: Path) -> None:
-    data = _shared_data_dir()
-    if data is None:
-        pytest.skip("shared test data not found (set NIMASK_SHARED_DATA)")
+def test_real_data_3d_written_4d_failed(tmp_path: Path, shared_data: Path) -> None:
+    data = shared_data
     src = tmp_path / "in"
     src.mkdir()
     names = ["itk_t1_2x2x3mm.nii.gz", "invesalius_ct_head_hu.nii.gz",

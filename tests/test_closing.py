@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -24,14 +23,6 @@ from nimask.masking import (
     threshold_mask,
     validate_closing_radius_mm,
 )
-
-
-def _shared_data_dir() -> Path | None:
-    env = os.environ.get("NIMASK_SHARED_DATA")
-    if env:
-        return Path(env)
-    candidate = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return candidate if candidate.is_dir() else None
 
 
 def itk_closing(array: np.ndarray, radius_xyz: list[int]) -> np.ndarray:
@@ -292,11 +283,8 @@ _REAL = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", _REAL)
-def test_real_volumes_zero_differing_voxels(name: str) -> None:
-    data = _shared_data_dir()
-    if data is None or not (data / name).exists():
-        pytest.skip("shared data not found: set NIMASK_SHARED_DATA or put shared/ beside the "
-                    "checkout")
+def test_real_volumes_zero_differing_voxels(name: str, shared_data: Path) -> None:
+    data = shared_data
     image = read_volume(data / name).image
     windows: list[tuple[float, float] | None] = [None]
     if "ct" in name:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -20,16 +19,6 @@ from nimask.masking import threshold_mask
 from nimask.presets import CT_HEAD_UPPER, preset_names, resolve
 from nimask.refine import Refinements
 from nimask.sample import sample_path
-
-
-def _shared_data_dir() -> Path:
-    env = os.environ.get("NIMASK_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[1].parent / "shared" / "data")
-    for candidate in candidates:
-        if (candidate / "MANIFEST.tsv").is_file():
-            return candidate
-    pytest.skip("shared real volumes not found (set NIMASK_SHARED_DATA or provide ../shared/data)")
 
 
 def mask_array(image: sitk.Image) -> np.ndarray:
@@ -264,8 +253,8 @@ def test_nidataset_preset_on_the_sample(sample_image: sitk.Image) -> None:
 
 
 @pytest.mark.slow
-def test_ct_brain_lies_inside_the_skull() -> None:
-    data = _shared_data_dir()
+def test_ct_brain_lies_inside_the_skull(shared_data: Path) -> None:
+    data = shared_data
     image = read_volume(data / "invesalius_ct_head_hu.nii.gz").image
     bone = sitk.ReadImage(str(data / "invesalius_ct_bonethresh_mask.nii.gz"))
     outcome = compute_mask(image, preset="ct-brain")
@@ -293,8 +282,8 @@ def test_ct_brain_lies_inside_the_skull() -> None:
 
 
 @pytest.mark.slow
-def test_nidataset_preset_on_the_real_ct() -> None:
-    data = _shared_data_dir()
+def test_nidataset_preset_on_the_real_ct(shared_data: Path) -> None:
+    data = shared_data
     image = read_volume(data / "invesalius_ct_head_hu.nii.gz").image
     # nidataset 0.9.1: 454 785 voxels, Otsu t = 496.556641 (0 voxels differ).
     outcome = compute_mask(image, preset="nidataset")
