@@ -35,6 +35,17 @@ def _shells(shape: Sequence[int]) -> np.ndarray:
     return np.asarray(np.sqrt((x / 0.8) ** 2 + (y / 0.9) ** 2 + (z / 0.85) ** 2))
 
 
+def _layers(
+    shape: Sequence[int], background: float, tissues: tuple[float, float, float, float]
+) -> np.ndarray:
+    """Nested ellipsoids: background, then scalp, skull, CSF and brain values inwards."""
+    r = _shells(shape)
+    values = np.full(r.shape, background)
+    for radius, value in zip((1.0, 0.93, 0.85, 0.81), tissues, strict=True):
+        values[r < radius] = value
+    return values
+
+
 def _to_image(
     array: np.ndarray,
     spacing: Sequence[float],
@@ -81,12 +92,7 @@ def ct_head_phantom(
     -------
     SimpleITK.Image
     """
-    r = _shells(shape)
-    hu = np.full(r.shape, HU_AIR)
-    hu[r < 1.0] = HU_SCALP
-    hu[r < 0.93] = HU_BONE
-    hu[r < 0.85] = HU_CSF
-    hu[r < 0.81] = HU_BRAIN
+    hu = _layers(shape, HU_AIR, (HU_SCALP, HU_BONE, HU_CSF, HU_BRAIN))
     rng = np.random.default_rng(seed)
     hu += rng.normal(0.0, noise_hu, hu.shape)
     return _to_image(np.clip(np.rint(hu), -1024, 3071).astype(np.int16), spacing, origin, direction)
@@ -118,12 +124,7 @@ def mri_head_phantom(
     -------
     SimpleITK.Image
     """
-    r = _shells(shape)
-    t1 = np.zeros(r.shape)
-    t1[r < 1.0] = 90.0
-    t1[r < 0.93] = 15.0
-    t1[r < 0.85] = 25.0
-    t1[r < 0.81] = 70.0
+    t1 = _layers(shape, 0.0, (90.0, 15.0, 25.0, 70.0))
     rng = np.random.default_rng(seed)
     t1 = np.hypot(t1 + rng.normal(0.0, noise, t1.shape), rng.normal(0.0, noise, t1.shape))
     return _to_image(t1.astype(np.float32), spacing, origin, direction)
