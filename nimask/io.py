@@ -322,11 +322,74 @@ def _permissive_sform() -> Iterator[None]:
             os.environ["ITK_NIFTI_SFORM_PERMISSIVE"] = old
 
 
-def _itk_read(path: Path) -> sitk.Image:
+def _itk_reader(path: Path) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetImageIO("NiftiImageIO")
     reader.SetFileName(str(path))
-    return reader.Execute()
+    return reader
+
+
+def _itk_read(path: Path) -> sitk.Image:
+    return _itk_reader(path).Execute()
+
+
+def _must_rescale(header: Any) -> bool:
+    """``NiftiImageIO::MustRescale()``: does ITK apply ``scl_slope``/``scl_inter``?
+
+    The same comparisons on the same (float32 header -> double) values: a slope
+    within machine epsilon of 0 counts as 1; a NaN slope disables scaling.
+    """
+    eps = float(np.finfo(np.float64).eps)
+    slope = float(header["scl_slope"])
+    inter = float(header["scl_inter"])
+    if abs(slope) < eps:
+        slope = 1.0
+    return abs(slope) > eps and (abs(slope - 1.0) > eps or abs(inter) > eps)
+
+
+def _read_float_direct(info: NiftiInfo) -> sitk.Image | None:
+    """A float volume read with one decompression; ``None``: use ITK's reader.
+
+    ITK's NIfTI reader replaces NaN/Inf voxels by 0 (niftilib), so finding
+    them needs the raw voxels anyway (:func:`_restore_nonfinite`).  When ITK
+    would not rescale the voxels (:func:`_must_rescale`) and reads a 3D image,
+    its voxels are the raw ones except there; so the raw voxels are read once
+    here (non-finite ones set to NaN, as :func:`_restore_nonfinite` does) and
+    the geometry comes from ITK's header reading: the same image as ITK's read
+    followed by :func:`_restore_nonfinite`, one decompression instead of two.
+    """
+    dtype = info.header.get_data_dtype()
+    if dtype.kind != "f" or _must_rescale(info.header) or len(info.shape) != 3:
+        return None
+    reader = _itk_reader(info.path)
+    reader.ReadImageInformation()
+    if (reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1
+            or tuple(reader.GetSize()) != info.shape):
+        return None
+    n_bytes = int(np.prod(info.shape, dtype=np.int64)) * dtype.itemsize
+    start = info.payload_end - n_bytes  # vox_offset as inspect_nifti read it
+    with open(info.path, "rb") as fh:
+        data = fh.read()
+    if info.gzipped:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error):
+            return None  # ITK's reader decides (and words the error)
+    if len(data) < info.payload_end:
+        return None
+    raw = np.frombuffer(data, dtype=dtype, count=n_bytes // dtype.itemsize, offset=start)
+    array = raw.reshape(info.shape[::-1]).astype(dtype.newbyteorder("="), copy=False)
+    del data
+    nonfinite = ~np.isfinite(array)
+    if nonfinite.any():
+        array = array.copy()
+        array[nonfinite] = np.nan
+    del nonfinite
+    image = sitk.GetImageFromArray(array)
+    image.SetOrigin(reader.GetOrigin())
+    image.SetSpacing(reader.GetSpacing())
+    image.SetDirection(reader.GetDirection())
+    return image
 
 
 def _one_line(exc: BaseException) -> str:
@@ -357,19 +420,24 @@ def read_volume(path: str | os.PathLike[str]) -> LoadedVolume:
     info = inspect_nifti(path)
     verify_payload(info)
     notes = list(info.notes)
+    direct: sitk.Image | None = None
     try:
-        image = _itk_read(info.path)
+        direct = _read_float_direct(info)
+        image = direct if direct is not None else _itk_read(info.path)
     except RuntimeError as exc:
         message = _one_line(exc)
         if "orthonormal" not in message:
             raise VolumeReadError(f"ITK cannot read it: {message}") from exc
         try:
             with _permissive_sform():
-                image = _itk_read(info.path)
+                direct = _read_float_direct(info)
+                image = direct if direct is not None else _itk_read(info.path)
         except RuntimeError as exc2:
             raise VolumeReadError(f"ITK cannot read it: {_one_line(exc2)}") from exc2
         notes.append("sform is not orthonormal: ITK orthogonalised it for processing; "
                      "the mask keeps the input's header unchanged")
+    if direct is not None:
+        return LoadedVolume(direct, info, notes)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InvalidVolumeError(
             f"vector-valued voxels ({image.GetNumberOfComponentsPerPixel()} components): "
