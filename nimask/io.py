@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import logging
+import math
 import os
 import struct
 import tempfile
@@ -336,12 +337,15 @@ def _itk_read(path: Path) -> sitk.Image:
 def _must_rescale(header: Any) -> bool:
     """``NiftiImageIO::MustRescale()``: does ITK apply ``scl_slope``/``scl_inter``?
 
-    The same comparisons on the same (float32 header -> double) values: a slope
-    within machine epsilon of 0 counts as 1; a NaN slope disables scaling.
+    The same comparisons on the same (float32 header -> double) values:
+    niftilib turns a non-finite ``scl_slope`` or ``scl_inter`` into 0
+    (``FIXED_FLOAT``) and ITK takes a slope within machine epsilon of 0 as 1.
     """
     eps = float(np.finfo(np.float64).eps)
     slope = float(header["scl_slope"])
     inter = float(header["scl_inter"])
+    slope = slope if math.isfinite(slope) else 0.0
+    inter = inter if math.isfinite(inter) else 0.0
     if abs(slope) < eps:
         slope = 1.0
     return abs(slope) > eps and (abs(slope - 1.0) > eps or abs(inter) > eps)
