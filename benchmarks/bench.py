@@ -264,6 +264,34 @@ def nidataset_python(cache: Path) -> tuple[str | None, str]:
     return str(python), "installed now"
 
 
+# --- machine scaling ------------------------------------------------------------
+
+_CPU_PROBE = """
+import time, zlib
+data = zlib.compress(bytes(range(256)) * 40000, 6)
+t0 = time.perf_counter()
+for _ in range(60):
+    zlib.decompress(data)
+x = 0
+for i in range(3_000_000):
+    x += i * i
+print(time.perf_counter() - t0)
+"""
+
+
+def cpu_scaling(n: int, repeats: int = 3) -> float:
+    """Throughput of ``n`` concurrent CPU-bound processes relative to one (median)."""
+    ratios = []
+    for _ in range(repeats):
+        one = float(subprocess.run([sys.executable, "-c", _CPU_PROBE], capture_output=True,
+                                   text=True, check=True).stdout)
+        procs = [subprocess.Popen([sys.executable, "-c", _CPU_PROBE], stdout=subprocess.PIPE,
+                                  text=True) for _ in range(n)]
+        times = [float(p.communicate()[0]) for p in procs]
+        ratios.append(n * one / max(times))
+    return statistics.median(ratios)
+
+
 # --- comparison -----------------------------------------------------------------
 
 def count_differences(a: Path, b: Path) -> int:
@@ -308,6 +336,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy
     import SimpleITK as sitk
     print(f"SimpleITK {sitk.Version.VersionString()}, numpy {numpy.__version__}")
+    if cpus > 1:
+        print(f"machine scaling: {cpus} independent CPU-bound processes (zlib + Python loop) "
+              f"give {cpu_scaling(cpus):.2f}x the throughput of one (the ceiling for "
+              "the N-worker rows)")
 
     nid_python, nid_note = (None, "skipped (--no-nidataset)")
     if not args.no_nidataset:

@@ -351,6 +351,42 @@ def _must_rescale(header: Any) -> bool:
     return abs(slope) > eps and (abs(slope - 1.0) > eps or abs(inter) > eps)
 
 
+def _read_stream(path: Path, gzipped: bool, start: int, out: np.ndarray) -> bool:
+    """Copy bytes ``[start, start + out.size)`` of the (decompressed) file into ``out``.
+
+    Decompresses chunk by chunk (gzip members one after the other) straight
+    into ``out``: the whole file is never held in memory.  Returns ``False``
+    when the file ends first.
+    """
+    end = start + out.size
+    position = 0  # offset in the uncompressed stream
+
+    def take(piece: bytes) -> None:
+        nonlocal position
+        lo, hi = max(start, position), min(end, position + len(piece))
+        if lo < hi:
+            out[lo - start : hi - start] = np.frombuffer(piece, np.uint8, hi - lo, lo - position)
+        position += len(piece)
+
+    with open(path, "rb") as fh:
+        if not gzipped:
+            fh.seek(start)
+            return fh.readinto(out.data) == out.size
+        decomp = zlib.decompressobj(31)
+        while position < end:
+            chunk = decomp.unconsumed_tail or fh.read(_CHUNK)
+            if not chunk:
+                break
+            take(decomp.decompress(chunk, _CHUNK * 4))
+            if decomp.eof:
+                rest = decomp.unused_data + fh.read(2)
+                if len(rest) < 2 or rest[:2] != b"\x1f\x8b":
+                    break  # end of the last member (trailing bytes ignored)
+                decomp = zlib.decompressobj(31)
+                take(decomp.decompress(rest, _CHUNK * 4))
+    return position >= end
+
+
 def _read_float_direct(info: NiftiInfo) -> sitk.Image | None:
     """A float volume read with one decompression; ``None``: use ITK's reader.
 
@@ -372,22 +408,19 @@ def _read_float_direct(info: NiftiInfo) -> sitk.Image | None:
         return None
     n_bytes = int(np.prod(info.shape, dtype=np.int64)) * dtype.itemsize
     start = info.payload_end - n_bytes  # vox_offset as inspect_nifti read it
-    with open(info.path, "rb") as fh:
-        data = fh.read()
-    if info.gzipped:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error):
-            return None  # ITK's reader decides (and words the error)
-    if len(data) < info.payload_end:
+    buffer = np.empty(n_bytes, dtype=np.uint8)
+    try:
+        complete = _read_stream(info.path, info.gzipped, start, buffer)
+    except (OSError, EOFError, zlib.error):
+        return None  # ITK's reader decides (and words the error)
+    if not complete:
         return None
-    raw = np.frombuffer(data, dtype=dtype, count=n_bytes // dtype.itemsize, offset=start)
-    array = raw.reshape(info.shape[::-1]).astype(dtype.newbyteorder("="), copy=False)
-    del data
+    raw = buffer.view(dtype).reshape(info.shape[::-1])
+    array = raw if raw.dtype.isnative else raw.astype(dtype.newbyteorder("="))
+    del raw, buffer
     nonfinite = ~np.isfinite(array)
     if nonfinite.any():
-        array = array.copy()
-        array[nonfinite] = np.nan
+        array[nonfinite] = np.nan  # ``array`` is this function's own buffer
     del nonfinite
     image = sitk.GetImageFromArray(array)
     image.SetOrigin(reader.GetOrigin())
