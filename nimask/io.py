@@ -27,6 +27,7 @@ import math
 import os
 import struct
 import tempfile
+import types
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from .exceptions import InvalidVolumeError, OutputError, VolumeReadError
+
+_inflate: types.ModuleType
+try:  # Intel ISA-L's inflate: the same bytes as zlib's, about twice as fast
+    from isal import isal_zlib as _inflate
+except ImportError:  # pragma: no cover - isal is a dependency; zlib still works
+    _inflate = zlib
+_INFLATE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _inflate.error)
 
 __all__ = [
     "TEMP_MARKER",
@@ -372,7 +380,7 @@ def _read_stream(path: Path, gzipped: bool, start: int, out: np.ndarray) -> bool
         if not gzipped:
             fh.seek(start)
             return fh.readinto(out.data) == out.size
-        decomp = zlib.decompressobj(31)
+        decomp = _inflate.decompressobj(31)
         while position < end:
             chunk = decomp.unconsumed_tail or fh.read(_CHUNK)
             if not chunk:
@@ -382,7 +390,7 @@ def _read_stream(path: Path, gzipped: bool, start: int, out: np.ndarray) -> bool
                 rest = decomp.unused_data + fh.read(2)
                 if len(rest) < 2 or rest[:2] != b"\x1f\x8b":
                     break  # end of the last member (trailing bytes ignored)
-                decomp = zlib.decompressobj(31)
+                decomp = _inflate.decompressobj(31)
                 take(decomp.decompress(rest, _CHUNK * 4))
     return position >= end
 
@@ -411,7 +419,7 @@ def _read_float_direct(info: NiftiInfo) -> sitk.Image | None:
     buffer = np.empty(n_bytes, dtype=np.uint8)
     try:
         complete = _read_stream(info.path, info.gzipped, start, buffer)
-    except (OSError, EOFError, zlib.error):
+    except (OSError, EOFError, *_INFLATE_ERRORS):  # type: ignore[misc]
         return None  # ITK's reader decides (and words the error)
     if not complete:
         return None

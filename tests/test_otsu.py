@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -236,8 +237,12 @@ def _float_volume(dtype: type) -> np.ndarray:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, ">f4", ">f8"])
 @pytest.mark.parametrize("gzipped", [True, False])
+@pytest.mark.parametrize("inflate", ["default", "zlib"])
 def test_direct_float_read_equals_itk_read(tmp_path: Path, dtype: str, gzipped: bool,
+                                           inflate: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    if inflate == "zlib":  # without the optional fast inflate
+        monkeypatch.setattr(io, "_inflate", zlib)
     path = write(tmp_path / "v.nii.gz", _float_volume(np.float64), dtype=dtype,
                  gzipped=gzipped)
     calls: list[Path] = []
@@ -292,6 +297,25 @@ def test_direct_read_of_multi_member_gzip_and_large_offset(tmp_path: Path) -> No
     nib.save(image, ext)
     assert int(io.inspect_nifti(ext).header["vox_offset"]) > 352
     assert_same_image(io.read_volume(ext).image, reference_read(ext))
+
+
+def test_direct_read_of_a_corrupt_stream_is_left_to_itk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(5)
+    path = write(tmp_path / "v.nii.gz", rng.normal(0, 1, (40, 40, 40)).astype(np.float32))
+    data = bytearray(path.read_bytes())
+    at = 3 * len(data) // 4
+    data[at : at + 64] = bytes(64)  # ISIZE intact: the payload check passes
+    path.write_bytes(bytes(data))
+    io.verify_payload(io.inspect_nifti(path))
+    with pytest.raises(io.VolumeReadError, match="ITK cannot read it") as direct:
+        io.read_volume(path)
+    monkeypatch.setattr(io, "_read_float_direct", lambda info: None)
+    with pytest.raises(io.VolumeReadError) as itk_only:
+        io.read_volume(path)
+    # the same error as ITK's own full read
+    assert str(direct.value).split(":")[0] == str(itk_only.value).split(":")[0]
 
 
 @pytest.mark.slow
