@@ -919,11 +919,12 @@ def mask_dataset(
     Notes
     -----
     Each worker holds one volume at a time.  Its peak RSS is the interpreter
-    with nimask imported (about 135 MB) plus about 8 bytes per voxel for
+    with nimask imported (about 138 MB) plus about 7 to 11 bytes per voxel for
     float32 or int16 inputs (measured from ``VmHWM`` with
-    ``benchmarks/bench.py``: 8.2 B/voxel on a 256^3 float32 volume, 7.5 on a
-    256x256x108 int16 CT): the input image, the uint8 threshold mask, the
-    uint8 closed mask and the transient buffers of ITK's reader.
+    ``benchmarks/bench.py``: 9.9 B/voxel on a 256^3 float32 volume, 10.7 on a
+    256x256x108 int16 CT, 7.0 on a 512x512x300 int16 CT): the input image,
+    the threshold and closed masks, the transient read buffer, and the
+    connected-component labels of the report statistics.
 
     Raises
     ------
