@@ -26,6 +26,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -625,14 +626,21 @@ def _itk_threads(count: int) -> Iterator[None]:
 
 
 def _pool_context() -> Any:
-    """``forkserver`` with nimask preloaded where the platform has it, else ``spawn``.
+    """How worker processes start: ``fork`` when that is safe, else ``forkserver``/``spawn``.
 
-    Each spawned worker imports SimpleITK, numpy and nibabel afresh (about
-    0.25 s of CPU each); forkserver workers fork from a server that imported
-    them once, so only the first pool of a process pays for the imports.
-    Neither start method copies the parent's threads or ITK state.
+    On Linux, when the calling process runs no other Python thread, workers
+    are forked from it directly: nimask, numpy and SimpleITK are already
+    imported, so a pool starts in milliseconds (ITK's thread pool stops its
+    threads around ``fork`` itself).  With other threads running (a progress
+    bar's monitor, a notebook kernel, the caller's threads), a fork could copy
+    a lock held by one of them, so workers come from a ``forkserver`` with
+    nimask preloaded (about 0.3-0.5 s once per pool: the server imports
+    nimask), or are spawned where forkserver does not exist.
     """
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
         return context
@@ -934,11 +942,12 @@ def mask_dataset(
     Notes
     -----
     Each worker holds one volume at a time.  Its peak RSS is the interpreter
-    with nimask imported (about 135 MB) plus about 8 bytes per voxel for
+    with nimask imported (about 138 MB) plus about 7 to 11 bytes per voxel for
     float32 or int16 inputs (measured from ``VmHWM`` with
-    ``benchmarks/bench.py``: 8.2 B/voxel on a 256^3 float32 volume, 7.5 on a
-    256x256x108 int16 CT): the input image, the uint8 threshold mask, the
-    uint8 closed mask and the transient buffers of ITK's reader.
+    ``benchmarks/bench.py``: 9.9 B/voxel on a 256^3 float32 volume, 10.7 on a
+    256x256x108 int16 CT, 7.0 on a 512x512x300 int16 CT): the input image,
+    the threshold and closed masks, the transient read buffer, and the
+    connected-component labels of the report statistics.
 
     Raises
     ------

@@ -14,9 +14,10 @@ spacing and direction pass through unchanged:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 from typing import Any
 
@@ -25,6 +26,7 @@ import SimpleITK as sitk
 
 from . import closing
 from .exceptions import InvalidVolumeError, ParameterError
+from .otsu import itk_otsu_threshold
 
 __all__ = [
     "OTSU_BINS",
@@ -34,6 +36,7 @@ __all__ = [
     "close_mask",
     "compute_mask",
     "mm_ball_radii",
+    "otsu_threshold",
     "threshold_mask",
     "validate_closing_radius",
     "validate_closing_radius_mm",
@@ -56,10 +59,16 @@ _INTEGER_TYPES: dict[int, type[np.integer[Any]]] = {
     sitk.sitkUInt64: np.uint64,
     sitk.sitkInt64: np.int64,
 }
+logger = logging.getLogger(__name__)
+
 _FLOAT_TYPES: dict[int, type[np.floating[Any]]] = {
     sitk.sitkFloat32: np.float32,
     sitk.sitkFloat64: np.float64,
 }
+
+
+# Stands in for the mask until the caller builds it (see ``_threshold``).
+_PLACEHOLDER = sitk.Image()
 
 
 @dataclass(frozen=True)
@@ -235,60 +244,8 @@ def _finite_range(array: np.ndarray) -> tuple[float, float, np.ndarray | None]:
     return float(values.min()), float(values.max()), finite
 
 
-def threshold_mask(
-    image: sitk.Image, threshold: tuple[float, float] | None = None
-) -> MaskOutcome:
-    """Threshold a 3D scalar image into a 0/1 ``sitkUInt8`` mask (no closing).
-
-    Parameters
-    ----------
-    image : SimpleITK.Image
-        3D scalar image; intensities as read (after ``scl_slope``/``scl_inter``).
-    threshold : (low, high) or None
-        Inclusive window, or ``None`` for Otsu (voxels above the threshold).
-
-    Returns
-    -------
-    MaskOutcome
-
-    Raises
-    ------
-    ParameterError
-        Invalid ``threshold``.
-    InvalidVolumeError
-        Not a 3D scalar image; no finite voxel; constant image with Otsu.
-    """
-    window = validate_threshold(threshold)
-    image = _check_image(image)
-    pixel_id = image.GetPixelID()
-    nonfinite = 0
-    finite_mask: np.ndarray | None = None
-    if pixel_id in _FLOAT_TYPES:
-        view = sitk.GetArrayViewFromImage(image)
-        if window is None:
-            vmin, vmax, finite_mask = _finite_range(view)
-        elif not (np.isfinite(view.min()) and np.isfinite(view.max())):
-            finite_mask = np.isfinite(view)
-        if finite_mask is not None:
-            nonfinite = int(finite_mask.size - np.count_nonzero(finite_mask))
-
-    if window is not None:
-        bounds = _window_in_pixel_type(pixel_id, *window)
-        if bounds is None:
-            return MaskOutcome(_empty_mask(image), "manual", None, None, None, nonfinite)
-        # NaN compares false and the bounds are finite, so NaN/Inf never pass.
-        mask = sitk.BinaryThreshold(image, bounds[0], bounds[1], 1, 0)
-        return MaskOutcome(mask, "manual", bounds[0], bounds[1], None, nonfinite)
-
-    if pixel_id in _INTEGER_TYPES:
-        stats = sitk.MinimumMaximumImageFilter()
-        stats.Execute(image)
-        vmin, vmax = stats.GetMinimum(), stats.GetMaximum()
-    if vmin == vmax:
-        raise InvalidVolumeError(
-            f"constant volume (every finite voxel is {vmin:g}): Otsu's threshold is "
-            "undefined; give a manual threshold"
-        )
+def _itk_otsu(image: sitk.Image, finite_mask: np.ndarray | None) -> float:
+    """``OtsuThresholdImageFilter``'s threshold (the reference; 128 bins, bin max)."""
     otsu = sitk.OtsuThresholdImageFilter()
     otsu.SetInsideValue(0)
     otsu.SetOutsideValue(1)
@@ -301,7 +258,135 @@ def threshold_mask(
         mask_image = sitk.GetImageFromArray(finite_mask.view(np.uint8))
         mask_image.CopyInformation(image)
         otsu.Execute(image, mask_image)
-    t = float(otsu.GetThreshold())
+    return float(otsu.GetThreshold())
+
+
+def otsu_threshold(image: sitk.Image, *, method: str = "fast") -> float:
+    """The threshold of ``sitk.OtsuThresholdImageFilter`` (128 bins) on ``image``.
+
+    NaN/Inf voxels take no part (ITK's mask input).  ``method="fast"`` computes
+    it in numpy (:func:`nimask.otsu.itk_otsu_threshold`), the same value as
+    ITK's filter, and runs ITK's filter where it cannot guarantee that;
+    ``method="itk"`` always runs ITK's filter.
+
+    Raises
+    ------
+    ParameterError
+        Unknown ``method``.
+    InvalidVolumeError
+        Not a 3D scalar image of a supported type, or no finite voxel.
+    """
+    _check_method(method)
+    image = _check_image(image)
+    view = sitk.GetArrayViewFromImage(image)
+    finite_mask = None
+    value_range = None
+    if image.GetPixelID() in _FLOAT_TYPES:
+        vmin, vmax, finite_mask = _finite_range(view)
+        value_range = (vmin, vmax)
+    return _otsu_value(image, view, finite_mask, value_range, method)
+
+
+def _otsu_value(image: sitk.Image, view: np.ndarray, finite_mask: np.ndarray | None,
+                value_range: tuple[float, float] | None, method: str) -> float:
+    if method == "fast":
+        value = itk_otsu_threshold(view, finite_mask, bins=OTSU_BINS, value_range=value_range)
+        if value is not None:
+            return value
+        logger.debug("Otsu threshold: exactness not guaranteed in numpy, running ITK's filter")
+    return _itk_otsu(image, finite_mask)
+
+
+def _check_method(method: object) -> None:
+    if method not in ("fast", "itk"):
+        raise ParameterError(f"method must be 'fast' or 'itk', got {method!r}")
+
+
+def _in_window(view: np.ndarray, pixel_id: int, low: float, high: float,
+               check_high: bool = True) -> np.ndarray | None:
+    """``BinaryThreshold(image, low, high)`` as a boolean array, or ``None``.
+
+    ITK casts both bounds to the pixel type (``static_cast``) and keeps
+    ``low <= v <= high``; the bounds given here are values of the pixel type
+    (integers, or floats exact in ``float32``).  ``None`` for 64-bit integer
+    bounds beyond ``2**53`` (use the ITK filter).
+    """
+    dtype = view.dtype
+    if pixel_id in _INTEGER_TYPES:
+        if max(abs(low), abs(high)) >= 2.0**53:
+            return None
+        info = np.iinfo(dtype)
+        lo_int, hi_int = math.trunc(low), math.trunc(high)
+        if not (int(info.min) <= lo_int <= int(info.max)
+                and int(info.min) <= hi_int <= int(info.max)):
+            return None
+        lo = np.asarray(lo_int, dtype=dtype)
+        hi = np.asarray(hi_int, dtype=dtype)
+        check_low = lo_int > int(info.min)
+        check_high = check_high and hi_int < int(info.max)
+    else:
+        lo = np.asarray(low, dtype=dtype)
+        hi = np.asarray(high, dtype=dtype)
+        check_low = True
+    if check_low:
+        inside = np.greater_equal(view, lo)
+        if check_high:
+            inside &= np.less_equal(view, hi)
+        return inside
+    if check_high:
+        return np.less_equal(view, hi)
+    return np.ones(view.shape, dtype=bool)
+
+
+def _threshold(
+    image: sitk.Image, threshold: tuple[float, float] | None, method: str
+) -> tuple[np.ndarray | sitk.Image, MaskOutcome]:
+    """Threshold into a 0/1 ``uint8``/bool array (or an ITK image on fallback).
+
+    The outcome's ``mask`` is a placeholder; the caller builds the image.
+    """
+    window = validate_threshold(threshold)
+    _check_method(method)
+    image = _check_image(image)
+    pixel_id = image.GetPixelID()
+    view = sitk.GetArrayViewFromImage(image)
+    nonfinite = 0
+    finite_mask: np.ndarray | None = None
+    vmin = vmax = 0.0
+    if pixel_id in _FLOAT_TYPES:
+        if window is None:
+            vmin, vmax, finite_mask = _finite_range(view)
+        elif not (np.isfinite(view.min()) and np.isfinite(view.max())):
+            finite_mask = np.isfinite(view)
+        if finite_mask is not None:
+            nonfinite = int(finite_mask.size - np.count_nonzero(finite_mask))
+
+    placeholder = _PLACEHOLDER
+    if window is not None:
+        bounds = _window_in_pixel_type(pixel_id, *window)
+        if bounds is None:
+            return (np.zeros(view.shape, dtype=bool),
+                    MaskOutcome(placeholder, "manual", None, None, None, nonfinite))
+        # NaN compares false and the bounds are finite, so NaN/Inf never pass.
+        inside = _in_window(view, pixel_id, *bounds) if method == "fast" else None
+        mask: np.ndarray | sitk.Image = (
+            inside if inside is not None else sitk.BinaryThreshold(image, *bounds, 1, 0)
+        )
+        return mask, MaskOutcome(placeholder, "manual", bounds[0], bounds[1], None, nonfinite)
+
+    if pixel_id in _INTEGER_TYPES:
+        if method == "fast":
+            vmin, vmax = float(view.min()), float(view.max())
+        else:
+            stats = sitk.MinimumMaximumImageFilter()
+            stats.Execute(image)
+            vmin, vmax = stats.GetMinimum(), stats.GetMaximum()
+    if vmin == vmax:
+        raise InvalidVolumeError(
+            f"constant volume (every finite voxel is {vmin:g}): Otsu's threshold is "
+            "undefined; give a manual threshold"
+        )
+    t = _otsu_value(image, view, finite_mask, (vmin, vmax), method)
     lower = _above_in_pixel_type(pixel_id, t)
     notes: tuple[str, ...] = ()
     if lower > vmax:
@@ -312,9 +397,52 @@ def threshold_mask(
         notes = (f"Otsu threshold {t:g} is not below the maximum; voxels equal to the "
                  f"maximum {vmax:g} are foreground",)
     # Foreground = (t, finite max]: same voxels as the Otsu filter's own output
-    # on finite images, and NaN/Inf are excluded by construction.
-    mask = sitk.BinaryThreshold(image, lower, vmax, 1, 0)
-    return MaskOutcome(mask, "otsu", lower, vmax, t, nonfinite, notes)
+    # on finite images, and NaN/Inf are excluded by construction.  Without
+    # NaN/Inf every voxel is <= the maximum: only the lower bound is compared.
+    inside = None
+    if method == "fast":
+        inside = _in_window(view, pixel_id, lower, vmax, check_high=finite_mask is not None)
+    mask = inside if inside is not None else sitk.BinaryThreshold(image, lower, vmax, 1, 0)
+    return mask, MaskOutcome(placeholder, "otsu", lower, vmax, t, nonfinite, notes)
+
+
+def _as_image(mask: np.ndarray | sitk.Image, reference: sitk.Image) -> sitk.Image:
+    if isinstance(mask, sitk.Image):
+        return mask
+    image = sitk.GetImageFromArray(mask.view(np.uint8))
+    image.CopyInformation(reference)
+    return image
+
+
+def threshold_mask(
+    image: sitk.Image, threshold: tuple[float, float] | None = None, *, method: str = "fast"
+) -> MaskOutcome:
+    """Threshold a 3D scalar image into a 0/1 ``sitkUInt8`` mask (no closing).
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        3D scalar image; intensities as read (after ``scl_slope``/``scl_inter``).
+    threshold : (low, high) or None
+        Inclusive window, or ``None`` for Otsu (voxels above the threshold).
+    method : {"fast", "itk"}
+        Keyword-only.  ``"itk"`` runs ITK's ``OtsuThresholdImageFilter`` and
+        ``BinaryThresholdImageFilter``; ``"fast"`` (default) computes the same
+        threshold and voxels in numpy (see :func:`otsu_threshold`).
+
+    Returns
+    -------
+    MaskOutcome
+
+    Raises
+    ------
+    ParameterError
+        Invalid ``threshold`` or ``method``.
+    InvalidVolumeError
+        Not a 3D scalar image; no finite voxel; constant image with Otsu.
+    """
+    mask, outcome = _threshold(image, threshold, method)
+    return replace(outcome, mask=_as_image(mask, image))
 
 
 def validate_closing_radius_mm(closing_radius_mm: object) -> float | None:
@@ -404,8 +532,7 @@ def close_mask(
     -------
     SimpleITK.Image
     """
-    if method not in ("fast", "itk"):
-        raise ParameterError(f"method must be 'fast' or 'itk', got {method!r}")
+    _check_method(method)
     radius_mm = validate_closing_radius_mm(closing_radius_mm)
     if radius_mm is None:
         radius = validate_closing_radius(closing_radius)
@@ -434,6 +561,17 @@ def close_mask(
     closed = sitk.GetImageFromArray(closing.close_with_kernel(view, kernel))
     closed.CopyInformation(mask)
     return closed
+
+
+def _closing_kernel(spacing: Sequence[float], radius: int,
+                    radius_mm: float | None) -> np.ndarray | None:
+    """The structuring element of :func:`close_mask`, ``None`` when it changes nothing."""
+    if radius_mm is None:
+        return closing.ball_kernel(radius) if radius else None
+    if radius_mm == 0:
+        return None
+    kernel = closing.ellipsoid_kernel(mm_ball_radii(spacing, radius_mm))
+    return kernel if kernel.size > 1 else None
 
 
 def compute_mask(
@@ -469,17 +607,15 @@ def compute_mask(
             return refine_mask(image, window, radius, refinements,
                                closing_radius_mm=radius_mm)
         threshold = window
-    outcome = threshold_mask(image, threshold)
-    closed = close_mask(outcome.mask, radius, closing_radius_mm=radius_mm)
-    return MaskOutcome(
-        closed,
-        outcome.mode,
-        outcome.lower,
-        outcome.upper,
-        outcome.otsu_threshold,
-        outcome.nonfinite_voxels,
-        outcome.notes,
-    )
+    mask, outcome = _threshold(image, threshold, "fast")
+    if isinstance(mask, sitk.Image):
+        closed = close_mask(_as_image(mask, image), radius, closing_radius_mm=radius_mm)
+    else:
+        # the 0/1 array goes straight into the closing, no intermediate image
+        kernel = _closing_kernel(image.GetSpacing(), radius, radius_mm)
+        array = mask.view(np.uint8) if kernel is None else closing.close_with_kernel(mask, kernel)
+        closed = _as_image(array, image)
+    return replace(outcome, mask=closed)
 
 
 def brain_mask(

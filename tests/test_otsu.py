@@ -1,0 +1,343 @@
+"""The numpy Otsu threshold, foreground and read path against ITK (the reference).
+
+``sitk.OtsuThresholdImageFilter`` (128 bins, bin max, finite-voxel mask when a
+float volume holds NaN/Inf) defines the threshold; ``BinaryThreshold`` the
+foreground; ITK's NIfTI reader followed by :func:`nimask.io._restore_nonfinite`
+the image read.  Every comparison here must be exact.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from _nifti_fixtures import AFFINE, write
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nimask import io, masking
+from nimask.otsu import histogram_edges, itk_otsu_threshold, otsu_from_histogram
+from nimask.report import LARGE_COMPONENT_FRACTION, mask_statistics
+
+DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32,
+          np.uint64, np.int64, np.float32, np.float64]
+
+
+def itk_threshold(array: np.ndarray, finite: np.ndarray | None = None) -> float:
+    """The reference: ITK's filter as nimask configures it."""
+    image = sitk.GetImageFromArray(array)
+    otsu = sitk.OtsuThresholdImageFilter()
+    otsu.SetInsideValue(0)
+    otsu.SetOutsideValue(1)
+    otsu.SetNumberOfHistogramBins(128)
+    otsu.SetReturnBinMidpoint(False)
+    if finite is None:
+        otsu.Execute(image)
+    else:
+        otsu.SetMaskValue(1)
+        mask = sitk.GetImageFromArray(finite.astype(np.uint8))
+        otsu.Execute(image, mask)
+    return float(otsu.GetThreshold())
+
+
+def same(a: float | None, b: float | None) -> bool:
+    """Equal, NaN included (ITK's threshold is NaN when its bin edges overflow)."""
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+
+
+@st.composite
+def volumes(draw: st.DrawFn) -> np.ndarray:
+    """Small volumes of every supported type with awkward value distributions."""
+    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=3, max_size=3)))
+    size = math.prod(shape)
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(["spread", "two", "few", "noise", "bimodal"]))
+    if dtype.kind == "f":
+        top = 30 if dtype == np.float64 else 8
+        scale = 10.0 ** draw(st.integers(-top, top))
+        centre = draw(st.sampled_from([0.0, 1.0, -1.0, 1e3, -1e6])) * scale * draw(
+            st.sampled_from([0, 1, 3, 1e4]))
+        if kind == "two":
+            values = rng.choice([centre, centre + scale], size)
+        elif kind == "few":
+            values = centre + scale * rng.integers(0, draw(st.integers(2, 6)), size)
+        elif kind == "noise":
+            values = centre + scale * (100 + rng.normal(0, 1e-3, size))
+        elif kind == "bimodal":
+            values = centre + scale * np.where(rng.random(size) < 0.4,
+                                               rng.normal(0, 1, size), rng.normal(8, 2, size))
+        else:
+            values = centre + scale * rng.uniform(-1, 1, size)
+        array = values.astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        lo = max(int(info.min), -(2**53) + 2)
+        hi = min(int(info.max), 2**53 - 2)
+        a = draw(st.integers(lo, hi))
+        width = draw(st.sampled_from([1, 2, 5, 127, 128, 1000, 70000, 2**24, 2**40]))
+        b = min(hi, a + width)
+        if kind == "two":
+            array = rng.choice([a, b], size)
+        elif kind == "few":
+            array = rng.choice(np.linspace(a, b, 4).astype(np.int64), size)
+        else:
+            array = rng.integers(a, b, size, endpoint=True)
+        array = np.asarray(array).astype(dtype)
+    return array.reshape(shape)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(volumes())
+def test_numpy_otsu_equals_itk_filter(array: np.ndarray) -> None:
+    if array.min() == array.max():
+        return
+    fast = itk_otsu_threshold(array)
+    reference = itk_threshold(array)
+    if fast is not None:
+        assert fast == reference
+    # the public function always agrees (ITK's filter when numpy cannot prove it)
+    assert same(masking.otsu_threshold(sitk.GetImageFromArray(array)), reference)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(volumes(), st.floats(0.0, 0.6), st.booleans())
+def test_numpy_otsu_with_nonfinite_voxels(array: np.ndarray, share: float,
+                                          with_inf: bool) -> None:
+    if array.dtype.kind != "f":
+        array = array.astype(np.float32)
+    array = array.copy()
+    rng = np.random.default_rng(array.size)
+    bad = rng.random(array.shape) < share
+    array[bad] = np.inf if with_inf else np.nan
+    finite = np.isfinite(array)
+    if not finite.any() or array[finite].min() == array[finite].max():
+        return
+    fast = itk_otsu_threshold(array, finite)
+    reference = itk_threshold(array, finite)
+    if fast is not None:
+        assert fast == reference
+    image = sitk.GetImageFromArray(array)
+    assert same(masking.otsu_threshold(image), reference)
+    _same_masks(image)
+
+
+def _same_masks(image: sitk.Image, threshold: tuple[float, float] | None = None) -> None:
+    fast = masking.threshold_mask(image, threshold)
+    ref = masking.threshold_mask(image, threshold, method="itk")
+    assert same(fast.lower, ref.lower)
+    assert same(fast.otsu_threshold, ref.otsu_threshold)
+    assert (fast.upper, fast.notes, fast.nonfinite_voxels) == (
+        ref.upper, ref.notes, ref.nonfinite_voxels)
+    assert fast.mask.GetPixelID() == sitk.sitkUInt8
+    assert np.array_equal(sitk.GetArrayViewFromImage(fast.mask),
+                          sitk.GetArrayViewFromImage(ref.mask))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(volumes(), st.floats(-1e6, 1e6), st.floats(0, 1e6))
+def test_numpy_foreground_equals_itk(array: np.ndarray, low: float, width: float) -> None:
+    image = sitk.GetImageFromArray(array)
+    if array.min() != array.max():
+        _same_masks(image)
+    _same_masks(image, (low, low + width))
+    mid = float(array.flat[0])
+    _same_masks(image, (mid, mid))
+
+
+def test_fallback_cases_use_itk() -> None:
+    # ITK's single-precision bin width collapses: 1e9 .. 1e9 + 3 in double
+    array = np.array([1e9, 1e9 + 1, 1e9 + 3] * 4, dtype=np.float64).reshape(2, 2, 3)
+    assert itk_otsu_threshold(array) is None
+    assert masking.otsu_threshold(sitk.GetImageFromArray(array)) == itk_threshold(array)
+    # 64-bit integers beyond 2**53
+    big = np.array([0, 2**60, 2**61], dtype=np.int64).reshape(1, 1, 3)
+    assert itk_otsu_threshold(big) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_path_taken_on_ordinary_volumes(dtype: type) -> None:
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    top = 200 if info is None else min(int(info.max), 5000)
+    array = rng.integers(0, top, (6, 7, 8)).astype(dtype)
+    value = itk_otsu_threshold(array)
+    assert value is not None
+    assert value == itk_threshold(array)
+
+
+def test_calculator_pieces_match_itk_on_a_known_histogram() -> None:
+    # uint8: no auto range, [-0.5, 255.5] in 128 bins of width 2
+    mins, maxs = histogram_edges(-0.5, 255.5, 128)
+    assert mins[:3] == [-0.5, 1.5, 3.5]
+    assert maxs[-1] == 255.5
+    freq = [0] * 128
+    freq[5], freq[100] = 10, 30
+    t = otsu_from_histogram(freq, mins, maxs)
+    array = np.array([10] * 10 + [200] * 30, dtype=np.uint8).reshape(2, 4, 5)
+    assert t == maxs[5] == 11.5
+    assert itk_threshold(array) == 11.0 == itk_otsu_threshold(array)
+
+
+def test_mask_statistics_components_as_relabel_on_the_whole_grid() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        shape = tuple(int(s) for s in rng.integers(1, 16, 3))
+        dtype = (np.uint8, np.int16)[trial % 2]
+        array = ((rng.random(shape) < rng.uniform(0.05, 0.9)) * (1 + trial % 3)).astype(dtype)
+        mask = sitk.GetImageFromArray(array)
+        stats = mask_statistics(mask)
+        n = int(np.count_nonzero(array))
+        assert stats.mask_voxels == n
+        if n == 0:
+            assert stats.components == 0
+            continue
+        binary = mask if dtype == np.uint8 else mask != 0
+        relabel = sitk.RelabelComponentImageFilter()
+        relabel.Execute(sitk.ConnectedComponent(binary, False))
+        sizes = [int(s) for s in relabel.GetSizeOfObjectsInPixels()]
+        assert stats.components == len(sizes)
+        assert stats.largest_component_share == sizes[0] / n
+        assert stats.large_components == sum(s >= LARGE_COMPONENT_FRACTION * n for s in sizes)
+
+
+# --- the single-decompression read of float volumes --------------------------------
+
+def reference_read(path: Path) -> sitk.Image:
+    """ITK's NIfTI reader, then the NaN/Inf voxels put back as NaN."""
+    info = io.inspect_nifti(path)
+    image = io._itk_read(info.path)
+    return io._restore_nonfinite(image, info)[0]
+
+
+def assert_same_image(a: sitk.Image, b: sitk.Image) -> None:
+    assert a.GetPixelID() == b.GetPixelID()
+    assert a.GetSize() == b.GetSize()
+    assert a.GetOrigin() == b.GetOrigin()
+    assert a.GetSpacing() == b.GetSpacing()
+    assert a.GetDirection() == b.GetDirection()
+    x, y = sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b)
+    assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
+
+
+def _float_volume(dtype: type) -> np.ndarray:
+    rng = np.random.default_rng(11)
+    data = rng.normal(100, 40, (9, 8, 7)).astype(dtype)
+    data[data < 80] = 0
+    data[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    return data
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, ">f4", ">f8"])
+@pytest.mark.parametrize("gzipped", [True, False])
+@pytest.mark.parametrize("inflate", ["default", "zlib"])
+def test_direct_float_read_equals_itk_read(tmp_path: Path, dtype: str, gzipped: bool,
+                                           inflate: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    if inflate == "zlib":  # without the optional fast inflate
+        monkeypatch.setattr(io, "_inflate", zlib)
+    path = write(tmp_path / "v.nii.gz", _float_volume(np.float64), dtype=dtype,
+                 gzipped=gzipped)
+    calls: list[Path] = []
+    real = io._read_float_direct
+
+    def spy(info: io.NiftiInfo) -> sitk.Image | None:
+        image = real(info)
+        if image is not None:
+            calls.append(info.path)
+        return image
+
+    monkeypatch.setattr(io, "_read_float_direct", spy)
+    loaded = io.read_volume(path)
+    assert calls == [path]
+    assert_same_image(loaded.image, reference_read(path))
+    assert int(np.isnan(sitk.GetArrayViewFromImage(loaded.image)).sum()) == 3
+
+
+@pytest.mark.parametrize(("slope", "inter", "direct"), [
+    (1.0, 0.0, True), (0.0, 0.0, True), (0.0, 5.0, False), (2.0, 0.0, False),
+    (1.0, 3.0, False), (float("nan"), 7.0, False), (float("nan"), float("nan"), True),
+    (1.0 + 1e-17, 0.0, True),
+])
+def test_direct_read_only_where_itk_does_not_rescale(
+    tmp_path: Path, slope: float, inter: float, direct: bool
+) -> None:
+    data = _float_volume(np.float32)
+    image = nib.Nifti1Image(data, AFFINE)
+    image.header["scl_slope"] = slope
+    image.header["scl_inter"] = inter
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(image, path)
+    info = io.inspect_nifti(path)
+    assert io._must_rescale(info.header) is not direct
+    assert (io._read_float_direct(info) is not None) is direct
+    assert_same_image(io.read_volume(path).image, reference_read(path))
+
+
+def test_direct_read_of_multi_member_gzip_and_large_offset(tmp_path: Path) -> None:
+    data = _float_volume(np.float32)
+    image = nib.Nifti1Image(data, AFFINE)
+    plain = tmp_path / "plain.nii"
+    nib.save(image, plain)
+    raw = plain.read_bytes()
+    # two gzip members: header and data compressed separately
+    two = tmp_path / "two.nii.gz"
+    two.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    assert_same_image(io.read_volume(two).image, reference_read(two))
+    # data after a header extension
+    image.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"x" * 200))
+    ext = tmp_path / "ext.nii.gz"
+    nib.save(image, ext)
+    assert int(io.inspect_nifti(ext).header["vox_offset"]) > 352
+    assert_same_image(io.read_volume(ext).image, reference_read(ext))
+
+
+def test_direct_read_of_a_corrupt_stream_is_left_to_itk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(5)
+    path = write(tmp_path / "v.nii.gz", rng.normal(0, 1, (40, 40, 40)).astype(np.float32))
+    data = bytearray(path.read_bytes())
+    at = 3 * len(data) // 4
+    data[at : at + 64] = bytes(64)  # ISIZE intact: the payload check passes
+    path.write_bytes(bytes(data))
+    io.verify_payload(io.inspect_nifti(path))
+    with pytest.raises(io.VolumeReadError, match="ITK cannot read it") as direct:
+        io.read_volume(path)
+    monkeypatch.setattr(io, "_read_float_direct", lambda info: None)
+    with pytest.raises(io.VolumeReadError) as itk_only:
+        io.read_volume(path)
+    # the same error as ITK's own full read
+    assert str(direct.value).split(":")[0] == str(itk_only.value).split(":")[0]
+
+
+@pytest.mark.slow
+def test_shared_volumes_exact(shared_data: Path) -> None:
+    """Every real 3D volume: threshold, foreground, read, statistics as ITK's."""
+    checked = 0
+    for path in sorted(shared_data.glob("*.nii*")):
+        try:
+            info = io.inspect_nifti(path)
+        except Exception:  # the deliberately bad files
+            continue
+        if len(info.shape) != 3:
+            continue
+        image = io.read_volume(path).image
+        assert_same_image(image, reference_read(path))
+        view = sitk.GetArrayViewFromImage(image)
+        if view.min() == view.max():
+            continue
+        assert itk_otsu_threshold(view) is not None, path.name
+        _same_masks(image)
+        assert masking.otsu_threshold(image) == itk_threshold(view)
+        as_float = sitk.Cast(image, sitk.sitkFloat32)
+        _same_masks(as_float)
+        checked += 1
+    assert checked >= 8
