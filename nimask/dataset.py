@@ -3,35 +3,21 @@
 One file is processed by :func:`process_file`, a top-level function that never
 raises for a bad volume: it returns a :class:`FileResult` whose ``status`` is
 ``"written"``, ``"skipped"`` (``skip_existing``: an up-to-date mask exists) or
-``"failed"``.  :func:`mask_dataset` runs it over a folder, in-process or in
-worker processes, and returns the results in input order.
-
-Masks carry their provenance in the NIfTI ``descrip`` field
-(``nimask <version> otsu r=<radius>`` or
-``nimask <version> thr=<low>:<high> r=<radius>``).  It serves two purposes:
-``skip_existing`` keeps a mask only when it was made by the same nimask version
-with the same parameters, and a ``.nii.gz`` whose ``descrip`` starts with
-``"nimask "`` is a mask nimask wrote, never an input (so that ``output_path``
-may equal ``nii_folder`` without masking the masks on a re-run).
+``"failed"``.  :func:`mask_dataset` runs it over a folder, in-process, in local
+worker processes (:mod:`nimask.parallel`) or on any executor
+(:mod:`nimask.distributed`), and returns the results in input order.
+Parameters and provenance: :mod:`nimask.settings`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import multiprocessing
 import os
-import re
-import signal
 import sys
 import tempfile
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +26,6 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from ._version import __version__
 from .exceptions import InputFolderError, NimaskError, OutputError, ParameterError
 from .io import (
     TEMP_MARKER,
@@ -51,16 +36,12 @@ from .io import (
     verify_payload,
     write_mask,
 )
-from .masking import (
-    MaskOutcome,
-    compute_mask,
-    validate_closing_radius,
-    validate_closing_radius_mm,
-)
-from .presets import resolve
+from .masking import MaskOutcome, compute_mask
+from .parallel import itk_threads, run_pool, usable_cpus
 from .qc import qc_png_name, render_case, write_index
-from .refine import Refinements, refine_mask
+from .refine import refine_mask
 from .report import flag_cohort, mask_statistics, report_format, write_report
+from .settings import PROVENANCE_PREFIX, MaskSettings, Provenance, parse_provenance
 
 __all__ = [
     "PROVENANCE_PREFIX",
@@ -81,204 +62,6 @@ logger = logging.getLogger(__name__)
 
 NII_GZ = ".nii.gz"
 MASK_SUFFIX = "_mask"
-#: Start of the ``descrip`` field of every mask nimask writes.
-PROVENANCE_PREFIX = "nimask "
-_PROVENANCE_RE = re.compile(
-    r"^nimask (?P<version>\S+) (?:otsu|nid-otsu|thr=(?P<low>[^:\s]+):(?P<high>\S+)) "
-    r"r=(?:(?P<mm>[^\s]+)mm|(?P<radius>\d+))(?: \S+)*$"
-)
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """How a mask was made, as parsed from its NIfTI ``descrip`` field."""
-
-    version: str
-    threshold: tuple[float, float] | None
-    closing_radius: int | None
-    closing_radius_mm: float | None = None
-    #: The whole ``descrip`` text (steps and preset included).
-    text: str = field(default="", compare=False)
-
-
-def parse_provenance(descrip: str) -> Provenance | None:
-    """Parse a mask's ``descrip`` text; ``None`` if it is not nimask's full format.
-
-    Examples
-    --------
-    >>> parse_provenance("nimask 0.1.0 thr=-500:3000 r=3")
-    Provenance(version='0.1.0', threshold=(-500.0, 3000.0), closing_radius=3)
-    >>> parse_provenance("FSL5.0") is None
-    True
-    """
-    text = descrip.strip()
-    match = _PROVENANCE_RE.match(text)
-    if match is None:
-        return None
-    threshold = None
-    if match["low"] is not None:
-        try:
-            threshold = (float(match["low"]), float(match["high"]))
-        except ValueError:
-            return None
-        if not all(math.isfinite(v) for v in threshold):
-            return None
-    if match["mm"] is not None:
-        try:
-            radius_mm = float(match["mm"])
-        except ValueError:
-            return None
-        if not math.isfinite(radius_mm):
-            return None
-        return Provenance(match["version"], threshold, None, radius_mm, text)
-    return Provenance(match["version"], threshold, int(match["radius"]), None, text)
-
-
-@dataclass(frozen=True)
-class MaskSettings:
-    """Validated parameters shared by every file of a batch.
-
-    ``closing_radius_mm``, when not ``None``, replaces ``closing_radius`` (a
-    ball round in millimetres, see :func:`nimask.masking.close_mask`).
-
-    ``threshold`` is the resolved window (a preset's window when the caller
-    gave none) and ``refinements`` the resolved opt-in steps
-    (:class:`~nimask.refine.Refinements`; all off by default).
-    """
-
-    threshold: tuple[float, float] | None = None
-    closing_radius: int = 3
-    closing_radius_mm: float | None = None
-    refinements: Refinements = field(default_factory=Refinements)
-    #: Folder for QC pictures (``None``: no picture), rendered next to the volume.
-    qc_dir: str | None = None
-
-    @classmethod
-    def create(
-        cls,
-        threshold: object = None,
-        closing_radius: object = 3,
-        closing_radius_mm: object = None,
-        *,
-        preset: str | None = None,
-        fill_holes: object = None,
-        largest_component: object = None,
-        opening_radius: object = None,
-        exclude_above_window: object = None,
-    ) -> MaskSettings:
-        """Validate raw arguments and apply a preset (explicit arguments win).
-
-        Raises :class:`~nimask.exceptions.ParameterError`; see
-        :func:`nimask.presets.resolve` for the override rule.
-        """
-        radius = validate_closing_radius(closing_radius)
-        radius_mm = validate_closing_radius_mm(closing_radius_mm)
-        window, refinements = resolve(
-            preset, threshold, fill_holes=fill_holes,
-            largest_component=largest_component, opening_radius=opening_radius,
-            exclude_above_window=exclude_above_window,
-        )
-        if radius_mm is not None and refinements.compat == "nidataset":
-            raise ParameterError(
-                "closing_radius_mm is not available with preset='nidataset', whose closing "
-                "uses nidataset's own ball in voxels"
-            )
-        return cls(window, radius, radius_mm, refinements)
-
-    @property
-    def voxel_radius(self) -> int | None:
-        """The closing radius in voxels, or ``None`` when it is given in mm."""
-        return self.closing_radius if self.closing_radius_mm is None else None
-
-    @property
-    def mode(self) -> str:
-        """``"otsu"``, ``"manual"`` or ``"nidataset-otsu"``."""
-        if self.threshold is not None:
-            return "manual"
-        return "nidataset-otsu" if self.refinements.compat == "nidataset" else "otsu"
-
-    def provenance(self) -> str:
-        """Text stored in each mask's NIfTI ``descrip`` field (80 bytes with the NUL).
-
-        ``nimask <version> <threshold> r=<closing>`` where the threshold is
-        ``otsu``, ``nid-otsu`` or ``thr=<low>:<high>`` (each bound with 9
-        significant digits when that gives back the exact float, else all the
-        digits, so that :func:`parse_provenance` returns the exact floats) and
-        the closing ``<voxels>`` or ``<R>mm``; then, for the opt-in steps,
-        space-separated tokens in a fixed order: ``compat=nidataset``,
-        ``open=<voxels>|<R>mm``, ``fill=3d|slices|both``, ``lcc``, ``xab``
-        (exclude above window), ``preset=<name>``.  Tokens that do not fit in
-        79 characters are dropped from the end (the preset name first); such a
-        mask is still recognised as nimask's but never counts as up to date
-        (:meth:`matches`).
-        """
-        tokens = self._provenance_tokens()
-        text = " ".join(tokens[:3])[:79]
-        for token in tokens[3:]:
-            if len(text) + 1 + len(token) > 79:
-                break
-            text += " " + token
-        return text
-
-    def _full_provenance(self) -> str:
-        return " ".join(self._provenance_tokens())
-
-    def _provenance_tokens(self) -> list[str]:
-        if self.threshold is not None:
-            low, high = self.threshold
-            how = f"thr={_exact(low)}:{_exact(high)}"
-        elif self.refinements.compat == "nidataset":
-            how = "nid-otsu"
-        else:
-            how = "otsu"
-        if self.closing_radius_mm is None:
-            radius = f"r={self.closing_radius}"
-        else:
-            radius = f"r={_exact(self.closing_radius_mm)}mm"
-        return [f"{PROVENANCE_PREFIX}{__version__}", how, radius,
-                *self.refinements.provenance_tokens()]
-
-    def matches(self, provenance: Provenance) -> str | None:
-        """``None`` if a mask with this provenance is what these settings make now.
-
-        Otherwise a short reason.  The version must be the same: another
-        nimask version may compute a different mask.
-        """
-        if provenance.version != __version__:
-            return f"made by nimask {provenance.version}, this is {__version__}"
-        if provenance.threshold != self.threshold:
-            return (f"made with {_describe(provenance.threshold)}, "
-                    f"now {_describe(self.threshold)}")
-        if (provenance.closing_radius, provenance.closing_radius_mm) != (
-            self.voxel_radius, self.closing_radius_mm
-        ):
-            made = _describe_radius(provenance.closing_radius, provenance.closing_radius_mm)
-            now = _describe_radius(self.voxel_radius, self.closing_radius_mm)
-            if made.split("=")[0] == now.split("=")[0]:
-                now = now.split("=")[1]
-            return f"made with {made}, now {now}"
-        full = self._full_provenance()
-        if len(full) > 79:
-            return "these parameters do not fit in the provenance field: cannot compare"
-        if provenance.text and provenance.text != full:
-            return f"made with '{provenance.text}', now '{full}'"
-        return None
-
-
-def _exact(value: float) -> str:
-    """Short text for ``value`` that ``float()`` reads back exactly."""
-    text = f"{value:.9g}"
-    return text if float(text) == value else repr(value)
-
-
-def _describe(threshold: tuple[float, float] | None) -> str:
-    return "otsu" if threshold is None else f"threshold {threshold[0]:g}:{threshold[1]:g}"
-
-
-def _describe_radius(voxels: int | None, mm: float | None) -> str:
-    return f"closing_radius_mm={mm:g}" if mm is not None else f"closing_radius={voxels}"
-
-
 @dataclass
 class FileResult:
     """What happened to one input file (one row of the report)."""
@@ -599,234 +382,6 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def usable_cpus() -> int:
-    """CPUs this process may use (CPU affinity and cgroup quota respected)."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
-
-
-@contextlib.contextmanager
-def _itk_threads(count: int) -> Iterator[None]:
-    """Run ITK filters with ``count`` threads, then restore the global default."""
-    old = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(count)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(old)
-
-
-def _pool_context() -> Any:
-    """How worker processes start: ``fork`` when that is safe, else ``forkserver``/``spawn``.
-
-    On Linux, when the calling process runs no other Python thread, workers
-    are forked from it directly: nimask, numpy and SimpleITK are already
-    imported, so a pool starts in milliseconds (ITK's thread pool stops its
-    threads around ``fork`` itself).  With other threads running (a progress
-    bar's monitor, a notebook kernel, the caller's threads), a fork could copy
-    a lock held by one of them, so workers come from a ``forkserver`` with
-    nimask preloaded (about 0.3-0.5 s once per pool: the server imports
-    nimask), or are spawned where forkserver does not exist.
-    """
-    methods = multiprocessing.get_all_start_methods()
-    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-def _init_worker(itk_threads: int) -> None:
-    # Ctrl-C reaches the whole process group: the parent alone handles it and
-    # stops the workers, so that they do not print tracebacks or break the pool.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_threads)
-
-
-def _death_reason(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = " (out of memory, or killed)" if name == "SIGKILL" else ""
-        return f"the worker process processing this file was killed by {name}{hint}"
-    return f"the worker process processing this file died (exit code {exitcode})"
-
-
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Terminate the workers now (Ctrl-C, broken pool) and shut the pool down.
-
-    Returns once every worker and the executor's manager thread have exited:
-    every future the executor knows of is then settled, and nothing of the
-    pool runs any more.
-    """
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    manager = getattr(pool, "_executor_manager_thread", None)
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join()
-    # With its workers gone the manager thread fails what they ran and exits.
-    if manager is not None:
-        manager.join()
-
-
-def _run_window(
-    pending: deque[int],
-    inputs: Sequence[Path],
-    output_dir: Path,
-    settings: MaskSettings,
-    workers: int,
-    on_done: Callable[[int, FileResult], None],
-    skip_existing: bool,
-) -> list[int]:
-    """Run ``pending`` files in one pool, at most ``workers`` tasks at a time.
-
-    Returns the files in flight when a worker died (the pool is then broken
-    and every running task lost), ``[]`` when all of ``pending`` is done.
-    Keeping no more tasks queued than workers bounds these suspects.
-    """
-    itk_threads = max(1, usable_cpus() // workers)
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=_pool_context(),
-        initializer=_init_worker, initargs=(itk_threads,),
-    )
-    in_flight: dict[Future[FileResult], int] = {}
-    suspects: list[int] = []
-    try:
-        while pending or in_flight:
-            while pending and len(in_flight) < workers and not suspects:
-                index = pending[0]
-                try:
-                    future = pool.submit(process_file, inputs[index], output_dir, settings,
-                                         skip_existing=skip_existing)
-                except RuntimeError as refused:
-                    # BrokenProcessPool, or "cannot schedule new futures after
-                    # shutdown" when the pool broke (and shut itself down) between
-                    # submit's two checks.
-                    if isinstance(refused, BrokenProcessPool) or getattr(pool, "_broken", False):
-                        break
-                    raise
-                pending.popleft()
-                in_flight[future] = index
-            if not in_flight:
-                break
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                # Every other running task fails too.  Stop the pool (workers and
-                # manager thread joined) instead of waiting for each future: a
-                # task submitted while the pool was breaking may never be settled
-                # by the executor (it never ran; it is run again below).
-                _stop_pool(pool)
-                done = set(in_flight)
-            for future in sorted(done, key=lambda f: in_flight[f]):
-                index = in_flight.pop(future)
-                if not future.done() or future.cancelled():
-                    suspects.append(index)
-                    continue
-                exc = future.exception()
-                if isinstance(exc, BrokenProcessPool):
-                    suspects.append(index)
-                elif exc is not None:
-                    on_done(index, failed_result(inputs[index], output_dir, settings,
-                                           f"worker error: {_reason(exc)}"))
-                else:
-                    on_done(index, future.result())
-            if suspects and not in_flight:
-                break
-    except BaseException:
-        _stop_pool(pool)
-        raise
-    # Joins every worker: nothing of this pool runs once this returns.
-    pool.shutdown(wait=True)
-    return sorted(suspects)
-
-
-def _isolated_main(conn: Any, task: Callable[..., FileResult], args: tuple[Any, ...],
-                   kwargs: dict[str, Any], itk_threads: int) -> None:
-    _init_worker(itk_threads)
-    conn.send(task(*args, **kwargs))
-    conn.close()
-
-
-def _run_isolated(
-    path: Path, output_dir: Path, settings: MaskSettings, skip_existing: bool
-) -> FileResult:
-    """Run one file alone in a fresh process: a death there is this file's doing."""
-    context = _pool_context()
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=_isolated_main,
-        args=(sender, process_file, (path, output_dir, settings),
-              {"skip_existing": skip_existing}, usable_cpus()),
-        daemon=True,
-    )
-    try:
-        process.start()
-        sender.close()
-        try:
-            result: FileResult = receiver.recv()
-        except EOFError:
-            process.join()
-            return failed_result(path, output_dir, settings, _death_reason(process.exitcode))
-        process.join()
-        return result
-    finally:
-        if process.is_alive():
-            process.terminate()
-            process.join()
-        receiver.close()
-
-
-def _run_pool(
-    inputs: Sequence[Path],
-    output_dir: Path,
-    settings: MaskSettings,
-    workers: int,
-    on_done: Callable[[int, FileResult], None],
-    *,
-    skip_existing: bool = False,
-) -> None:
-    """Process ``inputs`` in ``workers`` processes; ``on_done`` gets every result.
-
-    A worker that dies (segfault, ``os._exit``, SIGKILL from the OOM killer)
-    breaks a ``ProcessPoolExecutor`` and fails every task it was running.
-    Those files (at most ``workers``: no more tasks are queued) are then run
-    one at a time, each in a fresh process, after every worker of the broken
-    pool has been joined: a file whose own process dies fails with the cause,
-    the others get their normal result; the files not started yet go on in a
-    new pool.  So a worker death fails only its own file, and no file is ever
-    processed by two processes at once.  Leftover temporaries of the killed
-    workers are removed.
-    """
-    pending = deque(range(len(inputs)))
-    while pending:
-        suspects = _run_window(pending, inputs, output_dir, settings, workers, on_done,
-                               skip_existing)
-        if not suspects:
-            continue
-        cleanup_temporaries(output_dir)
-        logger.warning("a worker process died; running %d file(s) again one at a time: %s",
-                       len(suspects), ", ".join(inputs[i].name for i in suspects))
-        for index in suspects:
-            on_done(index, _run_isolated(inputs[index], output_dir, settings, skip_existing))
-        cleanup_temporaries(output_dir)
-
-
 def _log_result(res: FileResult) -> None:
     name = Path(res.input).name
     for note in res.notes:
@@ -1007,11 +562,11 @@ def mask_dataset(
             run_on_executor(executor, inputs, out_dir, settings, on_done,
                             skip_existing=skip_existing)
         elif n_workers == 1 or len(inputs) == 1:
-            with _itk_threads(usable_cpus()):
+            with itk_threads(usable_cpus()):
                 for i, path in enumerate(inputs):
                     on_done(i, process_file(path, out_dir, settings, skip_existing=skip_existing))
         else:
-            _run_pool(inputs, out_dir, settings, min(n_workers, len(inputs)), on_done,
+            run_pool(inputs, out_dir, settings, min(n_workers, len(inputs)), on_done,
                       skip_existing=skip_existing)
     except KeyboardInterrupt:
         bar.close()

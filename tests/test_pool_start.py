@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_parallel import _make_inputs
 
-from nimask import dataset
+from nimask import parallel
 from nimask.dataset import mask_dataset
 
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -34,17 +34,17 @@ def _only_this_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hide threads that earlier tests of the session left idle (the runner's own)."""
     if threading.active_count() != 1:
         baseline = threading.active_count() - 1
-        monkeypatch.setattr(dataset.threading, "active_count",
+        monkeypatch.setattr(parallel.threading, "active_count",
                             lambda: len(threading.enumerate()) - baseline)
 
 
 @LINUX
 def test_fork_only_without_other_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     _only_this_thread(monkeypatch)
-    assert dataset._pool_context().get_start_method() == "fork"
+    assert parallel._pool_context().get_start_method() == "fork"
     with _OtherThread():
-        assert dataset._pool_context().get_start_method() == "forkserver"
-    assert dataset._pool_context().get_start_method() == "fork"
+        assert parallel._pool_context().get_start_method() == "forkserver"
+    assert parallel._pool_context().get_start_method() == "fork"
 
 
 @LINUX
@@ -75,13 +75,13 @@ def test_fork_after_itk_ran_threads_in_the_parent(tmp_path: Path) -> None:
     _make_inputs(tmp_path / "in", 3)
     script = f"""
 import threading, SimpleITK as sitk
-from nimask import dataset, mask_dataset
+from nimask import mask_dataset, parallel
 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
 image = sitk.GaussianSource(sitk.sitkFloat32, [96, 96, 96])
 sitk.SmoothingRecursiveGaussian(image, 2.0)         # ITK's pool threads now exist
 sitk.BinaryMorphologicalClosing(sitk.BinaryThreshold(image, 0.5, 2.0), [2] * 3)
 assert threading.active_count() == 1
-assert dataset._pool_context().get_start_method() == "fork"
+assert parallel._pool_context().get_start_method() == "fork"
 results = mask_dataset({str(tmp_path / 'in')!r}, {str(tmp_path / 'out')!r}, workers=2,
                        progress=False)
 print([r.status for r in results])

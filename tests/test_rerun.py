@@ -121,7 +121,7 @@ def test_skip_existing_requires_the_same_version(
     folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    monkeypatch.setattr(nimask.dataset, "__version__", "0.0.9")
+    monkeypatch.setattr(nimask.settings, "__version__", "0.0.9")
     mask_dataset(folder, out, WINDOW, 1, workers=1)  # in-process: sees the patched version
     monkeypatch.undo()
     results = mask_dataset(folder, out, WINDOW, 1, skip_existing=True)

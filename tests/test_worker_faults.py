@@ -145,7 +145,7 @@ def test_tasks_submitted_while_the_pool_breaks_are_not_lost(
     for name in names:
         write(folder / f"{name}.nii.gz", data[name])
     monkeypatch.setattr(nimask.dataset, "process_file", _faults.faulty_process_file)
-    monkeypatch.setattr(nimask.dataset, "ProcessPoolExecutor",
+    monkeypatch.setattr(nimask.parallel, "ProcessPoolExecutor",
                         functools.partial(_RacingPool, seen=set()))
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="nimask"):

@@ -1,0 +1,222 @@
+"""Validated batch parameters and the provenance nimask writes into each mask.
+
+Masks carry their provenance in the NIfTI ``descrip`` field
+(``nimask <version> otsu r=<radius>`` or
+``nimask <version> thr=<low>:<high> r=<radius>``, then the opt-in steps).  It
+serves two purposes: ``skip_existing`` keeps a mask only when it was made by
+the same nimask version with the same parameters, and a ``.nii.gz`` whose
+``descrip`` starts with ``"nimask "`` is a mask nimask wrote, never an input (so
+that ``output_path`` may equal ``nii_folder`` without masking the masks on a
+re-run).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from ._version import __version__
+from .exceptions import ParameterError
+from .masking import validate_closing_radius, validate_closing_radius_mm
+from .presets import resolve
+from .refine import Refinements
+
+__all__ = ["PROVENANCE_PREFIX", "MaskSettings", "Provenance", "parse_provenance"]
+
+#: Start of the ``descrip`` field of every mask nimask writes.
+PROVENANCE_PREFIX = "nimask "
+_PROVENANCE_RE = re.compile(
+    r"^nimask (?P<version>\S+) (?:otsu|nid-otsu|thr=(?P<low>[^:\s]+):(?P<high>\S+)) "
+    r"r=(?:(?P<mm>[^\s]+)mm|(?P<radius>\d+))(?: \S+)*$"
+)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a mask was made, as parsed from its NIfTI ``descrip`` field."""
+
+    version: str
+    threshold: tuple[float, float] | None
+    closing_radius: int | None
+    closing_radius_mm: float | None = None
+    #: The whole ``descrip`` text (steps and preset included).
+    text: str = field(default="", compare=False)
+
+
+def parse_provenance(descrip: str) -> Provenance | None:
+    """Parse a mask's ``descrip`` text; ``None`` if it is not nimask's full format.
+
+    Examples
+    --------
+    >>> parse_provenance("nimask 0.1.0 thr=-500:3000 r=3")
+    Provenance(version='0.1.0', threshold=(-500.0, 3000.0), closing_radius=3)
+    >>> parse_provenance("FSL5.0") is None
+    True
+    """
+    text = descrip.strip()
+    match = _PROVENANCE_RE.match(text)
+    if match is None:
+        return None
+    threshold = None
+    if match["low"] is not None:
+        try:
+            threshold = (float(match["low"]), float(match["high"]))
+        except ValueError:
+            return None
+        if not all(math.isfinite(v) for v in threshold):
+            return None
+    if match["mm"] is not None:
+        try:
+            radius_mm = float(match["mm"])
+        except ValueError:
+            return None
+        if not math.isfinite(radius_mm):
+            return None
+        return Provenance(match["version"], threshold, None, radius_mm, text)
+    return Provenance(match["version"], threshold, int(match["radius"]), None, text)
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """Validated parameters shared by every file of a batch.
+
+    ``closing_radius_mm``, when not ``None``, replaces ``closing_radius`` (a
+    ball round in millimetres, see :func:`nimask.masking.close_mask`).
+
+    ``threshold`` is the resolved window (a preset's window when the caller
+    gave none) and ``refinements`` the resolved opt-in steps
+    (:class:`~nimask.refine.Refinements`; all off by default).
+    """
+
+    threshold: tuple[float, float] | None = None
+    closing_radius: int = 3
+    closing_radius_mm: float | None = None
+    refinements: Refinements = field(default_factory=Refinements)
+    #: Folder for QC pictures (``None``: no picture), rendered next to the volume.
+    qc_dir: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        threshold: object = None,
+        closing_radius: object = 3,
+        closing_radius_mm: object = None,
+        *,
+        preset: str | None = None,
+        fill_holes: object = None,
+        largest_component: object = None,
+        opening_radius: object = None,
+        exclude_above_window: object = None,
+    ) -> MaskSettings:
+        """Validate raw arguments and apply a preset (explicit arguments win).
+
+        Raises :class:`~nimask.exceptions.ParameterError`; see
+        :func:`nimask.presets.resolve` for the override rule.
+        """
+        radius = validate_closing_radius(closing_radius)
+        radius_mm = validate_closing_radius_mm(closing_radius_mm)
+        window, refinements = resolve(
+            preset, threshold, fill_holes=fill_holes,
+            largest_component=largest_component, opening_radius=opening_radius,
+            exclude_above_window=exclude_above_window,
+        )
+        if radius_mm is not None and refinements.compat == "nidataset":
+            raise ParameterError(
+                "closing_radius_mm is not available with preset='nidataset', whose closing "
+                "uses nidataset's own ball in voxels"
+            )
+        return cls(window, radius, radius_mm, refinements)
+
+    @property
+    def voxel_radius(self) -> int | None:
+        """The closing radius in voxels, or ``None`` when it is given in mm."""
+        return self.closing_radius if self.closing_radius_mm is None else None
+
+    @property
+    def mode(self) -> str:
+        """``"otsu"``, ``"manual"`` or ``"nidataset-otsu"``."""
+        if self.threshold is not None:
+            return "manual"
+        return "nidataset-otsu" if self.refinements.compat == "nidataset" else "otsu"
+
+    def provenance(self) -> str:
+        """Text stored in each mask's NIfTI ``descrip`` field (80 bytes with the NUL).
+
+        ``nimask <version> <threshold> r=<closing>`` where the threshold is
+        ``otsu``, ``nid-otsu`` or ``thr=<low>:<high>`` (each bound with 9
+        significant digits when that gives back the exact float, else all the
+        digits, so that :func:`parse_provenance` returns the exact floats) and
+        the closing ``<voxels>`` or ``<R>mm``; then, for the opt-in steps,
+        space-separated tokens in a fixed order: ``compat=nidataset``,
+        ``open=<voxels>|<R>mm``, ``fill=3d|slices|both``, ``lcc``, ``xab``
+        (exclude above window), ``preset=<name>``.  Tokens that do not fit in
+        79 characters are dropped from the end (the preset name first); such a
+        mask is still recognised as nimask's but never counts as up to date
+        (:meth:`matches`).
+        """
+        tokens = self._provenance_tokens()
+        text = " ".join(tokens[:3])[:79]
+        for token in tokens[3:]:
+            if len(text) + 1 + len(token) > 79:
+                break
+            text += " " + token
+        return text
+
+    def _full_provenance(self) -> str:
+        return " ".join(self._provenance_tokens())
+
+    def _provenance_tokens(self) -> list[str]:
+        if self.threshold is not None:
+            low, high = self.threshold
+            how = f"thr={_exact(low)}:{_exact(high)}"
+        elif self.refinements.compat == "nidataset":
+            how = "nid-otsu"
+        else:
+            how = "otsu"
+        if self.closing_radius_mm is None:
+            radius = f"r={self.closing_radius}"
+        else:
+            radius = f"r={_exact(self.closing_radius_mm)}mm"
+        return [f"{PROVENANCE_PREFIX}{__version__}", how, radius,
+                *self.refinements.provenance_tokens()]
+
+    def matches(self, provenance: Provenance) -> str | None:
+        """``None`` if a mask with this provenance is what these settings make now.
+
+        Otherwise a short reason.  The version must be the same: another
+        nimask version may compute a different mask.
+        """
+        if provenance.version != __version__:
+            return f"made by nimask {provenance.version}, this is {__version__}"
+        if provenance.threshold != self.threshold:
+            return (f"made with {_describe(provenance.threshold)}, "
+                    f"now {_describe(self.threshold)}")
+        if (provenance.closing_radius, provenance.closing_radius_mm) != (
+            self.voxel_radius, self.closing_radius_mm
+        ):
+            made = _describe_radius(provenance.closing_radius, provenance.closing_radius_mm)
+            now = _describe_radius(self.voxel_radius, self.closing_radius_mm)
+            if made.split("=")[0] == now.split("=")[0]:
+                now = now.split("=")[1]
+            return f"made with {made}, now {now}"
+        full = self._full_provenance()
+        if len(full) > 79:
+            return "these parameters do not fit in the provenance field: cannot compare"
+        if provenance.text and provenance.text != full:
+            return f"made with '{provenance.text}', now '{full}'"
+        return None
+
+
+def _exact(value: float) -> str:
+    """Short text for ``value`` that ``float()`` reads back exactly."""
+    text = f"{value:.9g}"
+    return text if float(text) == value else repr(value)
+
+
+def _describe(threshold: tuple[float, float] | None) -> str:
+    return "otsu" if threshold is None else f"threshold {threshold[0]:g}:{threshold[1]:g}"
+
+
+def _describe_radius(voxels: int | None, mm: float | None) -> str:
+    return f"closing_radius_mm={mm:g}" if mm is not None else f"closing_radius={voxels}"
