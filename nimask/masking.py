@@ -189,12 +189,6 @@ def _check_image(image: object) -> sitk.Image:
     return image
 
 
-def _empty_mask(image: sitk.Image) -> sitk.Image:
-    mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
-    mask.CopyInformation(image)
-    return mask
-
-
 def _window_in_pixel_type(pixel_id: int, low: float, high: float) -> tuple[float, float] | None:
     """The inclusive window ``[low, high]`` expressed exactly in a pixel type.
 
