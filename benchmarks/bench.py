@@ -80,7 +80,9 @@ def _child(variant: str, src: str, out: str, workers: int) -> dict[str, Any]:
 
         return {"seconds": 0.0}
     if variant == "breakdown":
-        from nimask import io, masking, report
+        from nimask.core import masking
+        from nimask.evidence import report
+        from nimask.io import nifti as io
 
         t = [time.perf_counter()]
         loaded = io.read_volume(src)
@@ -321,7 +323,7 @@ def _single_folder(work: Path, src: Path, tag: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(HERE.parent))
-    from nimask.dataset import usable_cpus
+    from nimask.batch.pool import usable_cpus
 
     cache = Path(args.cache).expanduser()
     cache.mkdir(parents=True, exist_ok=True)

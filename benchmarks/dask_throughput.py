@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from distributed import Client, LocalCluster
 
 from nimask import mask_dataset
-from nimask.phantoms import ct_head_phantom
+from nimask.data.phantoms import ct_head_phantom
 
 
 def _write_inputs(folder: Path, volumes: int, shape: tuple[int, int, int]) -> None:

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nimask.io import read_volume
-from nimask.masking import compute_mask
+from nimask.core.pipeline import compute_mask
+from nimask.io.nifti import read_volume
 
 CASES = [
     ("itk_t1_2x2x3mm.nii.gz", "itk_brainmask_2x2x3mm.nii.gz", "T1 with skull / brain mask"),

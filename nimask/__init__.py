@@ -1,9 +1,11 @@
 """nimask: brain/head threshold masks for folders of NIfTI volumes, on SimpleITK."""
 
 from ._version import __version__
-from .dataset import FileResult, MaskSettings, find_inputs, mask_dataset, output_name
-from .masking import MaskOutcome, brain_mask, compute_mask
-from .sample import sample_brain_mask_path, sample_folder, sample_path
+from .batch import MaskSettings, mask_dataset
+from .core import MaskOutcome, brain_mask, compute_mask
+from .data import sample_brain_mask_path, sample_folder, sample_path
+from .io import find_inputs, output_name
+from .records import FileResult
 from .volume import generate_brain_mask_dataset
 
 __all__ = [

@@ -19,11 +19,12 @@ import click
 from tqdm import tqdm
 
 from ._version import __version__
-from .dataset import FileResult, mask_dataset
+from .batch import mask_dataset
+from .core import preset_names
+from .data import sample_folder
+from .evidence import report_format
 from .exceptions import InputFolderError, OutputError, ParameterError
-from .presets import preset_names
-from .report import report_format
-from .sample import sample_folder
+from .records import FileResult
 
 __all__ = ["main"]
 
@@ -91,7 +92,7 @@ def _run(input_dir: Path, output_dir: Path, *, quiet: bool, debug: bool,
     try:
         with _logging(quiet, debug), contextlib.ExitStack() as stack:
             if scheduler is not None:
-                from .distributed import open_executor  # imports Dask only here
+                from .batch.cluster import open_executor  # imports Dask only here
 
                 options.update(workers=1, executor=stack.enter_context(open_executor(scheduler)))
             results = mask_dataset(input_dir, output_dir, **options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import Executor
 
-from .dataset import count_written, mask_dataset
+from .batch import count_written, mask_dataset
 
 __all__ = ["generate_brain_mask_dataset"]
 
@@ -75,7 +75,7 @@ def generate_brain_mask_dataset(
         For thick-slice CT.  ``0`` disables closing.
     preset : str or None, default None
         Keyword-only.  ``"ct-brain"``, ``"ct-head"``, ``"mri-head"`` or
-        ``"nidataset"`` (:mod:`nimask.presets`); explicit arguments override
+        ``"nidataset"`` (:mod:`nimask.core.presets`); explicit arguments override
         the preset (``threshold=None`` keeps the preset's threshold).
     fill_holes : bool or {"off", "3d", "slices", "both"} or None, default None
         Keyword-only.  Opt-in hole filling (``True`` = ``"3d"``).
@@ -109,7 +109,7 @@ def generate_brain_mask_dataset(
     Notes
     -----
     A file that cannot be read or masked is logged as an error naming the file
-    and the reason (logger ``nimask.dataset``); the batch goes on and no output
+    and the reason (logger ``nimask.batch``); the batch goes on and no output
     is left for that file.  :func:`nimask.mask_dataset` returns the per-file
     results instead of ``None``.
     """

@@ -11,7 +11,8 @@ import sys
 
 import _faults
 
-import nimask.dataset
+import nimask.batch.case
+import nimask.batch.run
 from nimask import mask_dataset
 
 
@@ -19,7 +20,7 @@ def main() -> int:
     in_dir, out_dir, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    nimask.dataset.process_file = _faults.faulty_process_file
+    nimask.batch.case.process_file = _faults.faulty_process_file
     try:
         results = mask_dataset(in_dir, out_dir, (20.0, 60.0), 1, workers=workers,
                                progress=False)

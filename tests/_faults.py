@@ -1,6 +1,6 @@
 """Test-only faults injected into nimask's per-file task, chosen by file name.
 
-``faulty_process_file`` replaces ``nimask.dataset.process_file`` in a test
+``faulty_process_file`` replaces ``nimask.batch.case.process_file`` in a test
 (``monkeypatch``) or in a child script.  It is pickled by reference, so spawned
 worker processes import this module (they inherit ``sys.path``) and run it too;
 nimask itself has no test hook.  Behaviour by input file name:
@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nimask.dataset
-import nimask.io
+import nimask.batch.case
+import nimask.batch.run
+import nimask.io.nifti
 
-REAL_PROCESS_FILE = nimask.dataset.process_file
-REAL_ATOMIC_WRITE = nimask.io.atomic_write
+REAL_PROCESS_FILE = nimask.batch.case.process_file
+REAL_ATOMIC_WRITE = nimask.io.nifti.atomic_write
 
 
 def _event(log: Path, text: str) -> None:
@@ -79,11 +80,11 @@ def faulty_process_file(input_path: Path, output_dir: Path, settings: Any,
     if in_worker and "exit" in name:
         os._exit(3)
     if "pause" in name:
-        nimask.io.atomic_write = _pausing_atomic_write
+        nimask.io.nifti.atomic_write = _pausing_atomic_write
     try:
         result = REAL_PROCESS_FILE(input_path, output_dir, settings, **kwargs)
     finally:
-        nimask.io.atomic_write = REAL_ATOMIC_WRITE
+        nimask.io.nifti.atomic_write = REAL_ATOMIC_WRITE
     _event(log, f"end {name} {os.getpid()}")
     if "unreported" in name:
         Path(output_dir).parent.joinpath(f"unreported-{os.getpid()}").write_text(result.output)

@@ -27,11 +27,13 @@ from _nifti_fixtures import (
     write_scaled,
 )
 
-import nimask.io
+import nimask.io.nifti
 from nimask import mask_dataset
-from nimask.dataset import MaskSettings, process_file, scan_folder
+from nimask.batch.case import process_file
+from nimask.batch.settings import MaskSettings
 from nimask.exceptions import InputFolderError
-from nimask.io import read_volume
+from nimask.io.discovery import scan_folder
+from nimask.io.nifti import read_volume
 
 GOOD = ramp()
 WINDOW = (20.0, 60.0)
@@ -109,14 +111,14 @@ def test_each_bad_file_fails_alone_with_one_line_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     itk_reads: list[str] = []
-    real_itk_reader = nimask.io._itk_reader
+    real_itk_reader = nimask.io.nifti._itk_reader
 
     def spy(path: Path) -> sitk.ImageFileReader:
         # every ITK read (header only for float volumes read directly, or whole)
         itk_reads.append(Path(path).name)
         return real_itk_reader(path)
 
-    monkeypatch.setattr(nimask.io, "_itk_reader", spy)
+    monkeypatch.setattr(nimask.io.nifti, "_itk_reader", spy)
     before = checksums(bad_folder)
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO, logger="nimask"):
@@ -331,7 +333,7 @@ def test_unreadable_file_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(nimask.io, "open", guarded_open, raising=False)
+    monkeypatch.setattr(nimask.io.nifti, "open", guarded_open, raising=False)
     results = {
         Path(r.input).name: r for r in mask_dataset(folder, tmp_path / "out", WINDOW, workers=1)
     }

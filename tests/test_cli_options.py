@@ -16,9 +16,9 @@ import pytest
 import SimpleITK as sitk
 from click.testing import CliRunner
 
-import nimask.distributed
+import nimask.batch.cluster
 from nimask import cli, mask_dataset
-from nimask.phantoms import ct_head_phantom
+from nimask.data.phantoms import ct_head_phantom
 
 
 def _ct_folder(folder: Path, count: int = 2, shape: tuple[int, int, int] = (40, 36, 20)) -> Path:
@@ -113,7 +113,7 @@ def test_unreachable_scheduler_fails_fast(tmp_path: Path, monkeypatch: pytest.Mo
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setattr(nimask.distributed, "CONNECT_TIMEOUT", 1.5)
+    monkeypatch.setattr(nimask.batch.cluster, "CONNECT_TIMEOUT", 1.5)
     res = _invoke(["mask", str(src), str(tmp_path / "out"), "--scheduler",
                    f"tcp://127.0.0.1:{port}"])
     assert res.exit_code == 1, res.output

@@ -12,17 +12,18 @@ import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nimask.closing import ball_kernel, close_ball, close_with_kernel, ellipsoid_kernel
-from nimask.dataset import MaskSettings, mask_dataset
-from nimask.exceptions import InvalidVolumeError, ParameterError
-from nimask.io import read_volume
-from nimask.masking import (
-    brain_mask,
+from nimask.batch.run import mask_dataset
+from nimask.batch.settings import MaskSettings
+from nimask.core.closing import ball_kernel, close_ball, close_with_kernel, ellipsoid_kernel
+from nimask.core.masking import (
     close_mask,
     mm_ball_radii,
     threshold_mask,
     validate_closing_radius_mm,
 )
+from nimask.core.pipeline import brain_mask
+from nimask.exceptions import InvalidVolumeError, ParameterError
+from nimask.io.nifti import read_volume
 
 
 def itk_closing(array: np.ndarray, radius_xyz: list[int]) -> np.ndarray:

@@ -15,8 +15,8 @@ from conftest import box_volume, make_image
 
 import nimask
 from nimask import generate_brain_mask_dataset, mask_dataset
-from nimask.dataset import find_inputs, output_name
 from nimask.exceptions import InputFolderError, ParameterError
+from nimask.io.discovery import find_inputs, output_name
 from nimask.volume import generate_brain_mask_dataset as volume_function
 
 

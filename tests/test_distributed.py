@@ -18,16 +18,18 @@ import SimpleITK as sitk
 
 import nimask
 from nimask import generate_brain_mask_dataset, mask_dataset
-from nimask.dataset import FileResult, MaskSettings, process_file
-from nimask.distributed import RemoteTask, open_executor, run_task
+from nimask.batch.case import process_file
+from nimask.batch.cluster import RemoteTask, open_executor, run_task
+from nimask.batch.settings import MaskSettings
+from nimask.data.phantoms import ct_head_phantom, mri_head_phantom
 from nimask.exceptions import (
     MissingDependencyError,
     NimaskError,
     ParameterError,
     SchedulerError,
 )
-from nimask.io import TEMP_MARKER
-from nimask.phantoms import ct_head_phantom, mri_head_phantom
+from nimask.io.nifti import TEMP_MARKER
+from nimask.records import FileResult
 
 OBLIQUE_Z30 = (0.8660254037844387, -0.5, 0.0, 0.5, 0.8660254037844387, 0.0, 0.0, 0.0, 1.0)
 
@@ -169,7 +171,7 @@ def test_worker_killed_mid_write(
 
     local_results, local_masks = local_run
     config = {"distributed.scheduler.allowed-failures": 1}  # KilledWorker at the second death
-    caplog.set_level(logging.INFO, logger="nimask.distributed")
+    caplog.set_level(logging.INFO, logger="nimask.batch.cluster")
     with dask.config.set(config), LocalCluster(
         n_workers=0, processes=True, threads_per_worker=1, host="127.0.0.1",
         dashboard_address=None,
@@ -266,7 +268,7 @@ def test_missing_dask_tells_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.slow
 def test_import_nimask_does_not_import_dask() -> None:
     code = (
-        "import sys, nimask, nimask.volume, nimask.distributed\n"
+        "import sys, nimask, nimask.volume, nimask.batch.cluster\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
     )
     out = subprocess.run(
@@ -353,7 +355,7 @@ def test_run_task_fails_a_file_the_worker_cannot_see(
 def test_run_task_sets_one_itk_thread_only_in_worker_processes(
     inputs: Path, tmp_path: Path
 ) -> None:
-    from nimask.distributed import _PROCESS_TOKEN
+    from nimask.batch.cluster import _PROCESS_TOKEN
 
     before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     try:

@@ -22,14 +22,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from nimask.core.masking import OTSU_BINS, OTSU_RETURN_BIN_MIDPOINT, close_mask, threshold_mask
+from nimask.core.pipeline import compute_mask
 from nimask.exceptions import InvalidVolumeError, ParameterError
-from nimask.masking import (
-    OTSU_BINS,
-    OTSU_RETURN_BIN_MIDPOINT,
-    close_mask,
-    compute_mask,
-    threshold_mask,
-)
 
 DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64,
           np.float32, np.float64]
@@ -86,7 +81,7 @@ def _same_grid(a: sitk.Image, b: sitk.Image) -> None:
 
 def _manual_oracle(array: np.ndarray, low: float, high: float) -> np.ndarray:
     if array.dtype == np.float32:
-        # The documented float32 rule (nimask.masking._window_in_pixel_type): compare
+        # The documented float32 rule (nimask.core.masking._window_in_pixel_type): compare
         # in float32 against the bounds rounded to nearest (clipped to float32's range).
         big = float(np.finfo(np.float32).max)
         lo32, hi32 = np.float32(max(low, -big)), np.float32(min(high, big))

@@ -13,9 +13,9 @@ import SimpleITK as sitk
 from conftest import make_image
 
 from nimask import mask_dataset
+from nimask.data.phantoms import ct_head_phantom
 from nimask.exceptions import InvalidVolumeError, VolumeReadError
-from nimask.io import inspect_nifti, read_volume
-from nimask.phantoms import ct_head_phantom
+from nimask.io.nifti import inspect_nifti, read_volume
 
 
 def _affine(rotation_deg: float, shift: tuple[float, float, float]) -> np.ndarray:

@@ -8,9 +8,9 @@ import SimpleITK as sitk
 from conftest import OBLIQUE, ORIGIN, SPACING, box_volume, make_image
 
 from nimask import brain_mask, compute_mask
+from nimask.core.masking import OTSU_BINS, OTSU_RETURN_BIN_MIDPOINT, close_mask, threshold_mask
+from nimask.data.phantoms import ct_head_phantom, mri_head_phantom
 from nimask.exceptions import InvalidVolumeError, ParameterError
-from nimask.masking import OTSU_BINS, OTSU_RETURN_BIN_MIDPOINT, close_mask, threshold_mask
-from nimask.phantoms import ct_head_phantom, mri_head_phantom
 
 
 def plain_chain(

@@ -2,7 +2,7 @@
 
 ``sitk.OtsuThresholdImageFilter`` (128 bins, bin max, finite-voxel mask when a
 float volume holds NaN/Inf) defines the threshold; ``BinaryThreshold`` the
-foreground; ITK's NIfTI reader followed by :func:`nimask.io._restore_nonfinite`
+foreground; ITK's NIfTI reader followed by :func:`nimask.io.nifti._restore_nonfinite`
 the image read.  Every comparison here must be exact.
 """
 
@@ -21,9 +21,10 @@ from _nifti_fixtures import AFFINE, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nimask import io, masking
-from nimask.otsu import histogram_edges, itk_otsu_threshold, otsu_from_histogram
-from nimask.report import LARGE_COMPONENT_FRACTION, mask_statistics
+from nimask.core import masking
+from nimask.core.otsu import histogram_edges, itk_otsu_threshold, otsu_from_histogram
+from nimask.evidence.report import LARGE_COMPONENT_FRACTION, mask_statistics
+from nimask.io import nifti as io
 
 DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32,
           np.uint64, np.int64, np.float32, np.float64]

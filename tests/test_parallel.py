@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nimask import dataset
-from nimask.dataset import mask_dataset, usable_cpus
+from nimask.batch import run as dataset
+from nimask.batch.pool import usable_cpus
+from nimask.batch.run import mask_dataset
 from nimask.volume import generate_brain_mask_dataset
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_parallel import _make_inputs
 
-from nimask import parallel
-from nimask.dataset import mask_dataset
+from nimask.batch import pool as parallel
+from nimask.batch.run import mask_dataset
 
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"),
                            reason="fork is used on Linux only")
@@ -75,7 +75,8 @@ def test_fork_after_itk_ran_threads_in_the_parent(tmp_path: Path) -> None:
     _make_inputs(tmp_path / "in", 3)
     script = f"""
 import threading, SimpleITK as sitk
-from nimask import mask_dataset, parallel
+from nimask import mask_dataset
+from nimask.batch import pool as parallel
 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
 image = sitk.GaussianSource(sitk.sitkFloat32, [96, 96, 96])
 sitk.SmoothingRecursiveGaussian(image, 2.0)         # ITK's pool threads now exist

@@ -12,13 +12,13 @@ import pytest
 import SimpleITK as sitk
 
 from nimask import brain_mask, compute_mask, generate_brain_mask_dataset, mask_dataset
-from nimask.dataset import MaskSettings
+from nimask.batch.settings import MaskSettings
+from nimask.core.masking import threshold_mask
+from nimask.core.presets import CT_HEAD_UPPER, preset_names, resolve
+from nimask.core.refine import Refinements
+from nimask.data.sample import sample_path
 from nimask.exceptions import ParameterError
-from nimask.io import read_volume
-from nimask.masking import threshold_mask
-from nimask.presets import CT_HEAD_UPPER, preset_names, resolve
-from nimask.refine import Refinements
-from nimask.sample import sample_path
+from nimask.io.nifti import read_volume
 
 
 def mask_array(image: sitk.Image) -> np.ndarray:

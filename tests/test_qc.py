@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from nimask import mask_dataset
-from nimask.qc import (
+from nimask.evidence.qc import (
     CONTOUR_RGB,
     FILL_OPACITY,
     GAP_PX,

@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from nimask.exceptions import InvalidVolumeError, ParameterError
-from nimask.masking import close_mask, threshold_mask
-from nimask.refine import (
+from nimask.core.masking import close_mask, threshold_mask
+from nimask.core.refine import (
     Refinements,
     axial_axis,
     close_mask_skimage_ball,
@@ -27,6 +26,7 @@ from nimask.refine import (
     validate_fill_holes,
     validate_opening_radius,
 )
+from nimask.exceptions import InvalidVolumeError, ParameterError
 
 
 def image_from(array: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),

@@ -13,10 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from nimask import generate_brain_mask_dataset, mask_dataset
-from nimask.dataset import FileResult
-from nimask.exceptions import ParameterError
-from nimask.io import TEMP_MARKER
-from nimask.report import (
+from nimask.evidence.report import (
     LARGE_COMPONENT_FRACTION,
     REPORT_COLUMNS,
     flag_cohort,
@@ -25,6 +22,9 @@ from nimask.report import (
     robust_z,
     write_report,
 )
+from nimask.exceptions import ParameterError
+from nimask.io.nifti import TEMP_MARKER
+from nimask.records import FileResult
 
 
 def _mask(array_zyx: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)

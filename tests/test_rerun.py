@@ -11,16 +11,13 @@ import numpy as np
 import pytest
 from _nifti_fixtures import load_mask, ramp, write
 
-import nimask.dataset
+import nimask.batch.case
+import nimask.batch.run
 from nimask import __version__, generate_brain_mask_dataset, mask_dataset
-from nimask.dataset import (
-    MaskSettings,
-    Provenance,
-    existing_mask_problem,
-    parse_provenance,
-    scan_folder,
-)
+from nimask.batch.case import existing_mask_problem
+from nimask.batch.settings import MaskSettings, Provenance, parse_provenance
 from nimask.exceptions import ParameterError
+from nimask.io.discovery import scan_folder
 
 WINDOW = (20.0, 60.0)
 
@@ -121,7 +118,7 @@ def test_skip_existing_requires_the_same_version(
     folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    monkeypatch.setattr(nimask.settings, "__version__", "0.0.9")
+    monkeypatch.setattr(nimask.batch.settings, "__version__", "0.0.9")
     mask_dataset(folder, out, WINDOW, 1, workers=1)  # in-process: sees the patched version
     monkeypatch.undo()
     results = mask_dataset(folder, out, WINDOW, 1, skip_existing=True)

@@ -2,7 +2,7 @@
 
 Workers are made to die by ``_faults.faulty_process_file`` (SIGSEGV, SIGKILL as
 sent by the OOM killer, ``os._exit``), chosen by file name; it replaces
-``nimask.dataset.process_file`` here and is pickled by reference into the
+``nimask.batch.case.process_file`` here and is pickled by reference into the
 spawned workers.
 """
 
@@ -23,9 +23,10 @@ import pytest
 import SimpleITK as sitk
 from _nifti_fixtures import checksums, load_mask, ramp, write
 
-import nimask.dataset
+import nimask.batch.case
+import nimask.batch.run
 from nimask import mask_dataset
-from nimask.io import TEMP_MARKER
+from nimask.io.nifti import TEMP_MARKER
 
 WINDOW = (20.0, 60.0)
 
@@ -48,7 +49,7 @@ def test_dying_workers_fail_only_their_own_files(
     for name in names:
         write(folder / f"{name}.nii.gz", data[name])
     before = checksums(folder)
-    monkeypatch.setattr(nimask.dataset, "process_file", _faults.faulty_process_file)
+    monkeypatch.setattr(nimask.batch.case, "process_file", _faults.faulty_process_file)
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="nimask"):
         results = mask_dataset(folder, out, WINDOW, 1, workers=2)
@@ -91,7 +92,7 @@ def test_worker_error_that_is_not_a_death_is_reported(
     folder.mkdir()
     for name in ("a", "b"):
         write(folder / f"{name}.nii.gz", ramp())
-    monkeypatch.setattr(nimask.dataset, "process_file", _faults.raising_process_file)
+    monkeypatch.setattr(nimask.batch.case, "process_file", _faults.raising_process_file)
     results = mask_dataset(folder, tmp_path / "out", WINDOW, 1, workers=2)
     assert [(r.status, r.error) for r in results] == [
         ("failed", "worker error: KeyError: 'injected for a.nii.gz'"),
@@ -144,8 +145,8 @@ def test_tasks_submitted_while_the_pool_breaks_are_not_lost(
     data = {name: ramp((20, 18, 12)) + i for i, name in enumerate(names)}
     for name in names:
         write(folder / f"{name}.nii.gz", data[name])
-    monkeypatch.setattr(nimask.dataset, "process_file", _faults.faulty_process_file)
-    monkeypatch.setattr(nimask.parallel, "ProcessPoolExecutor",
+    monkeypatch.setattr(nimask.batch.case, "process_file", _faults.faulty_process_file)
+    monkeypatch.setattr(nimask.batch.pool, "ProcessPoolExecutor",
                         functools.partial(_RacingPool, seen=set()))
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="nimask"):

@@ -25,11 +25,12 @@ import pytest
 import SimpleITK as sitk
 from _nifti_fixtures import checksums, load_mask, ramp, write
 
-import nimask.dataset
-import nimask.io
+import nimask.batch.case
+import nimask.batch.run
+import nimask.io.nifti
 from nimask import mask_dataset
 from nimask.exceptions import OutputError
-from nimask.io import TEMP_MARKER, cleanup_temporaries
+from nimask.io.nifti import TEMP_MARKER, cleanup_temporaries
 
 WINDOW = (20.0, 60.0)
 RUNNER = Path(__file__).with_name("_batch_runner.py")
@@ -186,7 +187,7 @@ def test_interrupt_in_process_removes_the_temporary(
         if "b_mask" in str(filename):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(nimask.io.nib, "save", interrupted_save)
+    monkeypatch.setattr(nimask.io.nifti.nib, "save", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
         mask_dataset(folder, out, WINDOW, 1, workers=1)
     assert sorted(os.listdir(out)) == ["a_mask.nii.gz"]
@@ -207,7 +208,7 @@ def test_failed_write_keeps_the_previous_mask(tmp_path: Path,
         Path(str(filename)).write_bytes(b"\x1f\x8b partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(nimask.io.nib, "save", full_disk)
+    monkeypatch.setattr(nimask.io.nifti.nib, "save", full_disk)
     (res,) = mask_dataset(folder, out, None, 2)
     assert res.status == "failed"
     assert res.error == "cannot write a_mask.nii.gz: No space left on device"
@@ -231,7 +232,7 @@ def test_disk_full_fails_each_file_cleanly_and_the_batch_goes_on(
         Path(str(filename)).write_bytes(b"\x1f\x8b partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(nimask.io.nib, "save", full_after_first)
+    monkeypatch.setattr(nimask.io.nifti.nib, "save", full_after_first)
     results = mask_dataset(folder, tmp_path / "out", WINDOW, 1, workers=1)
     assert [(r.status, r.error) for r in results] == [
         ("written", ""),
@@ -254,7 +255,7 @@ def test_output_folder_not_writable_fails_before_any_work(
     def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(nimask.dataset.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(nimask.batch.run.tempfile, "mkstemp", refuse)
     with pytest.raises(OutputError, match=rf"^output folder is not writable: {re.escape(str(out))}"
                        r": Permission denied$"):
         mask_dataset(folder, out, WINDOW, 1, workers=1)
@@ -323,7 +324,7 @@ def test_temporary_names_carry_marker_and_pid(tmp_path: Path,
         seen.append(Path(str(filename)).name)
         real_save(image, filename)
 
-    monkeypatch.setattr(nimask.io.nib, "save", spy)
+    monkeypatch.setattr(nimask.io.nifti.nib, "save", spy)
     folder = tmp_path / "in"
     folder.mkdir()
     write(folder / "a.nii.gz", ramp())

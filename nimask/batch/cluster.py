@@ -5,7 +5,7 @@
 ``distributed.Client(address).get_executor()``.  Each file is one task,
 :func:`run_task`, which checks on the worker that the input and the output
 folder are the ones this machine sees (inputs and outputs must be on storage
-every worker shares), then calls :func:`nimask.dataset.process_file`.
+every worker shares), then calls :func:`nimask.batch.case.process_file`.
 
 :func:`open_executor` opens such an executor from a scheduler address or
 starts a local Dask cluster.  Dask is optional (``pip install "nimask[dask]"``)
@@ -37,18 +37,14 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from ._version import __version__
-from .dataset import (
-    FileResult,
-    MaskSettings,
-    _reason,
-    failed_result,
-    output_name,
-    process_file,
-    usable_cpus,
-)
-from .exceptions import MissingDependencyError, OutputError, ParameterError, SchedulerError
-from .io import TEMP_MARKER
+from .._version import __version__
+from ..exceptions import MissingDependencyError, OutputError, ParameterError, SchedulerError
+from ..io.discovery import output_name
+from ..io.nifti import TEMP_MARKER
+from ..records import FileResult
+from .case import failed_result, process_file, reason
+from .pool import usable_cpus
+from .settings import MaskSettings
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -159,7 +155,7 @@ def _storage_probe(output_dir: Path) -> Iterator[str]:
     try:
         probe.touch(exist_ok=False)
     except OSError as exc:
-        raise OutputError(f"cannot write in output folder {output_dir}: {_reason(exc)}") from exc
+        raise OutputError(f"cannot write in output folder {output_dir}: {reason(exc)}") from exc
     try:
         yield name
     finally:
@@ -332,7 +328,7 @@ def open_executor(
                     dashboard_address=None,
                 )
             except (OSError, RuntimeError) as exc:
-                raise SchedulerError(f"cannot start a local Dask cluster: {_reason(exc)}") from exc
+                raise SchedulerError(f"cannot start a local Dask cluster: {reason(exc)}") from exc
             stack.callback(cluster.close)
             logger.info("local Dask cluster with %d worker processes", workers)
             client = module.Client(cluster, set_as_default=False)
@@ -349,14 +345,14 @@ def open_executor(
             except OSError as exc:
                 raise SchedulerError(
                     f"cannot reach the Dask scheduler at {address} within "
-                    f"{connect_timeout:g} s ({_reason(exc)}); check the address and that the "
+                    f"{connect_timeout:g} s ({reason(exc)}); check the address and that the "
                     "scheduler is running and reachable from this machine"
                 ) from exc
             try:
                 client = module.Client(address, timeout=connect_timeout, set_as_default=False)
             except OSError as exc:
                 raise SchedulerError(
-                    f"cannot connect to the Dask scheduler at {address}: {_reason(exc)}"
+                    f"cannot connect to the Dask scheduler at {address}: {reason(exc)}"
                 ) from exc
             logger.info("connected to the Dask scheduler at %s", address)
         stack.callback(client.close)

@@ -1,4 +1,4 @@
-"""Running :func:`nimask.dataset.process_file` in local worker processes.
+"""Running :func:`nimask.batch.case.process_file` in local worker processes.
 
 A worker that dies (segfault, ``os._exit``, SIGKILL from the OOM killer) fails
 only its own file; Ctrl-C stops the workers; results reach the caller in any
@@ -25,23 +25,22 @@ from typing import TYPE_CHECKING, Any
 
 import SimpleITK as sitk
 
-from .io import cleanup_temporaries
+from ..io.nifti import cleanup_temporaries
+from . import case
 from .settings import MaskSettings
 
 if TYPE_CHECKING:
-    from .dataset import FileResult
+    from ..records import FileResult
 
 __all__ = ["itk_threads", "run_pool", "usable_cpus"]
 
 logger = logging.getLogger(__name__)
 
 
-def _dataset() -> ModuleType:
-    """:mod:`nimask.dataset`, looked up at call time (it imports this module, and
-    tests replace its ``process_file``)."""
-    from . import dataset
-
-    return dataset
+def _case() -> ModuleType:
+    """:mod:`nimask.batch.case`, its functions looked up at call time (tests replace
+    its ``process_file``)."""
+    return case
 
 
 def usable_cpus() -> int:
@@ -87,7 +86,7 @@ def _pool_context() -> Any:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["nimask.dataset", __name__])
+        context.set_forkserver_preload(["nimask.batch.case", __name__])
         return context
     return multiprocessing.get_context("spawn")
 
@@ -157,7 +156,7 @@ def _run_window(
             while pending and len(in_flight) < workers and not suspects:
                 index = pending[0]
                 try:
-                    future = pool.submit(_dataset().process_file, inputs[index], output_dir,
+                    future = pool.submit(_case().process_file, inputs[index], output_dir,
                                          settings, skip_existing=skip_existing)
                 except RuntimeError as refused:
                     # BrokenProcessPool, or "cannot schedule new futures after
@@ -187,8 +186,8 @@ def _run_window(
                 if isinstance(exc, BrokenProcessPool):
                     suspects.append(index)
                 elif exc is not None:
-                    reason = f"worker error: {_dataset()._reason(exc)}"
-                    on_done(index, _dataset().failed_result(inputs[index], output_dir,
+                    reason = f"worker error: {_case().reason(exc)}"
+                    on_done(index, _case().failed_result(inputs[index], output_dir,
                                                             settings, reason))
                 else:
                     on_done(index, future.result())
@@ -217,7 +216,7 @@ def _run_isolated(
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
         target=_isolated_main,
-        args=(sender, _dataset().process_file, (path, output_dir, settings),
+        args=(sender, _case().process_file, (path, output_dir, settings),
               {"skip_existing": skip_existing}, usable_cpus()),
         daemon=True,
     )
@@ -228,7 +227,7 @@ def _run_isolated(
             result: FileResult = receiver.recv()
         except EOFError:
             process.join()
-            return _dataset().failed_result(path, output_dir, settings,
+            return _case().failed_result(path, output_dir, settings,
                                            _death_reason(process.exitcode))
         process.join()
         return result

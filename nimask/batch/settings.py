@@ -16,16 +16,16 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from ._version import __version__
-from .exceptions import ParameterError
-from .masking import validate_closing_radius, validate_closing_radius_mm
-from .presets import resolve
-from .refine import Refinements
+from .._version import __version__
+from ..core.masking import validate_closing_radius, validate_closing_radius_mm
+from ..core.presets import resolve
+from ..core.refine import Refinements
+from ..exceptions import ParameterError
+from ..io.discovery import PROVENANCE_PREFIX
 
 __all__ = ["PROVENANCE_PREFIX", "MaskSettings", "Provenance", "parse_provenance"]
 
 #: Start of the ``descrip`` field of every mask nimask writes.
-PROVENANCE_PREFIX = "nimask "
 _PROVENANCE_RE = re.compile(
     r"^nimask (?P<version>\S+) (?:otsu|nid-otsu|thr=(?P<low>[^:\s]+):(?P<high>\S+)) "
     r"r=(?:(?P<mm>[^\s]+)mm|(?P<radius>\d+))(?: \S+)*$"
@@ -82,11 +82,11 @@ class MaskSettings:
     """Validated parameters shared by every file of a batch.
 
     ``closing_radius_mm``, when not ``None``, replaces ``closing_radius`` (a
-    ball round in millimetres, see :func:`nimask.masking.close_mask`).
+    ball round in millimetres, see :func:`nimask.core.masking.close_mask`).
 
     ``threshold`` is the resolved window (a preset's window when the caller
     gave none) and ``refinements`` the resolved opt-in steps
-    (:class:`~nimask.refine.Refinements`; all off by default).
+    (:class:`~nimask.core.refine.Refinements`; all off by default).
     """
 
     threshold: tuple[float, float] | None = None
@@ -112,7 +112,7 @@ class MaskSettings:
         """Validate raw arguments and apply a preset (explicit arguments win).
 
         Raises :class:`~nimask.exceptions.ParameterError`; see
-        :func:`nimask.presets.resolve` for the override rule.
+        :func:`nimask.core.presets.resolve` for the override rule.
         """
         radius = validate_closing_radius(closing_radius)
         radius_mm = validate_closing_radius_mm(closing_radius_mm)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .exceptions import ParameterError
+from ..exceptions import ParameterError
 from .masking import validate_threshold
 from .refine import (
     COMPAT_NIDATASET,

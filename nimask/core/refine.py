@@ -2,7 +2,7 @@
 
 The documented pipeline (threshold, closing) stays the default.  The steps
 here are only run when asked for, through keyword-only arguments or a preset
-(:mod:`nimask.presets`):
+(:mod:`nimask.core.presets`):
 
 ``fill_holes``
     ``"3d"``: ``BinaryFillholeImageFilter`` (background face-connected, so a
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from .exceptions import InvalidVolumeError, ParameterError
+from ..exceptions import InvalidVolumeError, ParameterError
 from .masking import (
     MaskOutcome,
     close_mask,
@@ -381,7 +381,7 @@ def exclude_above(mask: sitk.Image, image: sitk.Image, upper: float) -> sitk.Ima
     ``BinaryThresholdImageFilter`` (from the pixel type's lowest value to
     ``upper``, inclusive) and ``AndImageFilter``.  ``upper`` must be
     representable in the image's pixel type, as the ``upper`` bound of a
-    :class:`~nimask.masking.MaskOutcome` is.
+    :class:`~nimask.core.masking.MaskOutcome` is.
     """
     mask = _check_mask(mask)
     pixel_id = image.GetPixelID()

@@ -15,7 +15,7 @@ __all__ = ["sample_brain_mask_path", "sample_folder", "sample_path"]
 
 
 def _data() -> Path:
-    return Path(str(files("nimask") / "data"))
+    return Path(str(files("nimask.data")))
 
 
 def sample_folder() -> Path:

@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
-from .io import atomic_write
+from ..io.nifti import atomic_write
 from .report import mask_statistics
 
 if TYPE_CHECKING:
-    from .dataset import FileResult
+    from ..records import FileResult
 
 __all__ = [
     "CONTOUR_RGB",
@@ -187,7 +187,7 @@ def render_case(
     centroid_index : (x, y, z) floats, optional
         Continuous index (ITK order) the three slices go through, rounded to the
         nearest voxel after orientation (ties upwards); default: the centroid
-        of the mask (:func:`nimask.report.mask_statistics`), or the centre of
+        of the mask (:func:`nimask.evidence.report.mask_statistics`), or the centre of
         the grid when the mask is empty.
     caption : str, optional
         Stored in the PNG's ``Description`` text chunk.

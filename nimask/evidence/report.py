@@ -1,7 +1,7 @@
 """Per-file mask statistics, cohort flags and the CSV/JSON report.
 
 :func:`mask_statistics` measures one mask already in memory (it is run by
-:func:`nimask.dataset.process_file`, next to the volume); :func:`flag_cohort`
+:func:`nimask.batch.case.process_file`, next to the volume); :func:`flag_cohort`
 looks at the whole batch afterwards and marks the files a person should look
 at; :func:`write_report` writes one record per input file.
 
@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import SimpleITK as sitk
 
-from .exceptions import ParameterError
-from .io import atomic_write
+from ..exceptions import ParameterError
+from ..io.nifti import atomic_write
 
 if TYPE_CHECKING:
-    from .dataset import FileResult
+    from ..records import FileResult
 
 __all__ = [
     "ALMOST_EMPTY_PERCENT",
@@ -366,7 +366,7 @@ def write_report(results: Sequence[FileResult], path: str | os.PathLike[str]) ->
     OutputError
         The file cannot be written.
     """
-    from ._version import __version__
+    from .._version import __version__
 
     out = Path(path)
     fmt = report_format(out)

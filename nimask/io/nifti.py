@@ -38,7 +38,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from .exceptions import InvalidVolumeError, OutputError, VolumeReadError
+from ..exceptions import InvalidVolumeError, OutputError, VolumeReadError
 
 _inflate: types.ModuleType
 try:  # Intel ISA-L's inflate: the same bytes as zlib's, about twice as fast
