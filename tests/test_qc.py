@@ -228,7 +228,8 @@ def test_orientation_letters_follow_the_direction(tmp_path: Path, storage: str) 
         assert rows.size, panel.plane
         if panel.plane == "axial":  # left marker on the right half, anterior on top
             right_half = cols > panel.width / 2
-            assert right_half.any() and rows[right_half].mean() > panel.height / 3
+            assert right_half.any()
+            assert rows[right_half].mean() > panel.height / 3
             assert rows.min() < panel.height / 6
         elif panel.plane == "coronal":  # left marker right, superior marker top
             assert cols.max() > panel.width * 0.8
@@ -277,8 +278,10 @@ def test_mosaic_spreads_slices_over_the_mask(tmp_path: Path) -> None:
     for plane, axis in (("axial", "z"), ("coronal", "y"), ("sagittal", "x")):
         idx = [int(p.caption.split("=")[1]) for p in pic.panels if p.plane == plane]
         low, high = BOX[axis][0], BOX[axis][1] - 1
-        assert idx == sorted(idx) and len(set(idx)) == len(idx)
-        assert low <= idx[0] <= low + 2 and high - 2 <= idx[-1] <= high
+        assert idx == sorted(idx)
+        assert len(set(idx)) == len(idx)
+        assert low <= idx[0] <= low + 2
+        assert high - 2 <= idx[-1] <= high
     tile = TILE_PX / 40  # pixels per mm
     axial = pic.panels[0]
     assert (axial.width, axial.height) == (round(40 * tile), round(30 * tile))

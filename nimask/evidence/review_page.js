@@ -151,7 +151,7 @@ function fill() {
   $("v-err").textContent = c.status === "failed" ? "failed: " + c.error : (c.png ? "" : "no picture");
   var meta = [];
   if (c.coverage !== null) { meta.push("coverage " + c.coverage.toFixed(2) + " %"); }
-  if (c.z !== null) { meta.push("z " + c.z.toFixed(2)); }
+  if (c.z !== null) { meta.push("coverage z " + c.z.toFixed(2)); }
   if (c.volume !== null) { meta.push(c.volume.toFixed(1) + " mL"); }
   if (c.components !== null) { meta.push(c.components + " component(s)"); }
   if (c.threshold) { meta.push(c.threshold); }

@@ -151,7 +151,7 @@ _COLUMNS = (  # header, sort key ("" = not sortable)
     ("earlier", "earlier"), ("flags", "flags"), ("coverage %", "coverage"),
     ("coverage z", "z"), ("volume mL", "volume"), ("components", "components"),
     ("largest share", ""), ("border faces", ""), ("threshold", ""), ("s", ""),
-    ("notes", ""), ("error", ""),
+    ("notes and errors", ""),
 )
 
 
@@ -173,8 +173,9 @@ def _row(i: int, r: FileResult) -> str:
         f"<td>{html.escape(' '.join(r.border_faces))}</td>",
         f"<td>{html.escape(_threshold_text(r))}</td>",
         f'<td class="n">{r.seconds:.2f}</td>',
-        f"<td>{html.escape('; '.join(r.notes))}</td>",
-        f"<td>{html.escape(r.error)}</td>",
+        '<td class="text">'
+        + (f'<span class="err">failed: {html.escape(r.error)}</span>' if r.error else "")
+        + "".join(f"<div>{html.escape(n)}</div>" for n in r.notes) + "</td>",
     ]
     return f'<tr class="{cls}" data-i="{i}">' + "".join(cells) + "</tr>"
 
