@@ -323,9 +323,10 @@ class _Geometry:
 
     def slices(self, plane: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(image, mask) 2D arrays of one slice, rows top to bottom, columns left to right."""
-        through = _THROUGH[plane]
-        img = np.take(self.vol, index, axis=through).T
-        lab = np.take(self.lab, index, axis=through).T
+        cut: list[slice | int] = [slice(None)] * 3
+        cut[_THROUGH[plane]] = index  # basic indexing: a view (np.take would copy the volume)
+        img = self.vol[tuple(cut)].T
+        lab = self.lab[tuple(cut)].T
         if plane != "axial":  # rows run along S: superior at the top
             img, lab = img[::-1], lab[::-1]
         return img, lab
@@ -636,7 +637,7 @@ def _png_info(label: QcLabel, caption: str, notes: Sequence[str], layout: str) -
 
 def _write_png(out: Path, rgb: Image.Image, info: PngInfo) -> None:
     def write(tmp: Path) -> None:
-        rgb.save(tmp, format="PNG", pnginfo=info, compress_level=6)
+        rgb.save(tmp, format="PNG", pnginfo=info, compress_level=3)
 
     atomic_write(out, write)
 
