@@ -24,7 +24,13 @@ from .core import preset_names
 from .data import sample_folder
 from .evidence import report_format
 from .evidence.qc import LAYOUTS
-from .evidence.ratings import parse_rating_choice, rated_inputs, read_input_list, read_ratings
+from .evidence.ratings import (
+    is_ratings_file,
+    parse_rating_choice,
+    rated_inputs,
+    read_input_list,
+    read_ratings,
+)
 from .exceptions import InputFolderError, OutputError, ParameterError
 from .records import FileResult
 
@@ -165,7 +171,8 @@ def main() -> None:
                    "exported by the QC page; the report and page show the earlier rating.")
 @click.option("--inputs-from", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Run only the inputs listed in this file (a CSV with an 'input' column, "
-                   "e.g. ratings.csv or a report, or one name a line).")
+                   "e.g. ratings.csv or a report, or one name a line); a ratings file's "
+                   "verdicts are shown as earlier ratings.")
 @click.option("--skip-existing", is_flag=True,
               help="Keep complete masks made by this version with the same parameters.")
 @_workers
@@ -208,6 +215,8 @@ def mask_command(input_dir: Path, output_dir: Path, threshold: tuple[float, floa
                 return
         elif inputs_from is not None:
             options["only"] = read_input_list(inputs_from)
+            if is_ratings_file(inputs_from):
+                options["ratings"] = read_ratings(inputs_from)
     except ParameterError as exc:
         raise click.BadParameter(str(exc), param_hint="--only-rated / --inputs-from") from exc
     _run(input_dir, output_dir, threshold=threshold or None, opening_radius=radius,

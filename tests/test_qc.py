@@ -357,6 +357,11 @@ def test_relabel_redraws_the_header_only(tmp_path: Path) -> None:
     stored, texts = read_png_label(out)
     assert stored == flagged
     assert texts["Description"] == "cap"
+    # a PNG nimask did not draw keeps its pixels
+    foreign = tmp_path / "foreign.png"
+    Image.fromarray(np.full((120, 600, 3), 200, np.uint8)).save(foreign)
+    assert relabel_png(foreign, flagged) is False
+    assert (_read_png(foreign) == 200).all()
 
 
 # --- in a batch ---------------------------------------------------------------

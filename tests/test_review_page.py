@@ -222,6 +222,16 @@ def test_cli_selection_options(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "nimask: 1 masks written" in res.stdout
     assert sorted(p.name for p in (tmp_path / "qc").iterdir()) == ["c2_qc.png", "index.html"]
+    # a ratings file as the list: its verdicts are the earlier ratings
+    rated = _write_ratings(tmp_path / "r2.csv", [{"input": "c4.nii.gz", "rating": "unsure",
+                                                   "note": "blurry"}])
+    res = runner.invoke(cli.main, ["mask", str(tmp_path / "in"), str(tmp_path / "out"),
+                                   "--inputs-from", str(rated), "--threshold", "50", "200",
+                                   "--workers", "1", "--report", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    files = json.loads((tmp_path / "r.json").read_text())["files"]
+    assert [(Path(f["input"]).name, f["earlier_rating"], f["earlier_note"]) for f in files] == [
+        ("c4.nii.gz", "unsure", "blurry")]
     res = runner.invoke(cli.main, ["mask", str(tmp_path / "in"), str(tmp_path / "out"),
                                    "--inputs-from", str(listing), "--only-rated", "bad",
                                    str(good_only)])

@@ -720,11 +720,14 @@ def read_png_label(png_path: str | os.PathLike[str]) -> tuple[QcLabel, dict[str,
 def relabel_png(png_path: str | os.PathLike[str], label: QcLabel) -> bool:
     """Redraw the header of a QC picture with ``label``; False when it already says that.
 
+    A PNG without nimask's ``nimask.layout`` text chunk (not a picture this
+    module drew) is left untouched, and False is returned.
+
     The slices are left as they are.  Used once the cohort's flags are known
     (``coverage_outlier`` needs every case).
     """
     old, texts = read_png_label(png_path)
-    if old == label:
+    if old == label or "nimask.layout" not in texts:  # not a picture with a header: leave it
         return False
     with Image.open(png_path) as img:
         pil = img.convert("RGB")

@@ -33,6 +33,7 @@ __all__ = [
     "RATINGS",
     "RATING_COLUMNS",
     "Rating",
+    "is_ratings_file",
     "parse_rating_choice",
     "rated_inputs",
     "read_input_list",
@@ -132,6 +133,20 @@ def rated_inputs(ratings: dict[str, Rating], wanted: Iterable[str]) -> list[str]
     return sorted(name for name, r in ratings.items() if r.rating in keep)
 
 
+def _header(path: str | os.PathLike[str]) -> list[str]:
+    try:
+        first = Path(path).read_text(encoding="utf-8-sig").splitlines()[:1]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"cannot read {os.fspath(path)}: {exc}") from exc
+    return [h.strip() for h in next(csv.reader(first), [])] if first else []
+
+
+def is_ratings_file(path: str | os.PathLike[str]) -> bool:
+    """True when the file's first line names the ``input`` and ``rating`` columns."""
+    header = _header(path)
+    return "input" in header and "rating" in header
+
+
 def read_input_list(path: str | os.PathLike[str]) -> list[str]:
     """Input paths or names listed in a file: the ``input`` column of a CSV, else one a line.
 
@@ -144,12 +159,7 @@ def read_input_list(path: str | os.PathLike[str]) -> list[str]:
     ParameterError
         The file cannot be read.
     """
-    try:
-        first = Path(path).read_text(encoding="utf-8-sig").splitlines()[:1]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParameterError(f"cannot read {os.fspath(path)}: {exc}") from exc
-    header = next(csv.reader(first), []) if first else []
-    if "input" in [h.strip() for h in header]:
+    if "input" in _header(path):
         _, rows = _read_csv(path)
         return [row["input"] for row in rows if row.get("input")]
     lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
