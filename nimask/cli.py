@@ -23,6 +23,14 @@ from .batch import mask_dataset
 from .core import preset_names
 from .data import sample_folder
 from .evidence import report_format
+from .evidence.qc import LAYOUTS
+from .evidence.ratings import (
+    is_ratings_file,
+    parse_rating_choice,
+    rated_inputs,
+    read_input_list,
+    read_ratings,
+)
 from .exceptions import InputFolderError, OutputError, ParameterError
 from .records import FileResult
 
@@ -156,6 +164,15 @@ def main() -> None:
               help="Per-file report, .csv or .json (by suffix).")
 @click.option("--qc", "qc_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for one QC picture per case and index.html.")
+@click.option("--qc-layout", type=click.Choice(LAYOUTS), default="mid", show_default=True,
+              help="QC pictures: three mid-slices, or a mosaic over the mask's extent.")
+@click.option("--only-rated", nargs=2, metavar="RATINGS CSV",
+              help="Run only the inputs rated e.g. 'bad' (or 'bad,unsure') in a ratings.csv "
+                   "exported by the QC page; the report and page show the earlier rating.")
+@click.option("--inputs-from", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Run only the inputs listed in this file (a CSV with an 'input' column, "
+                   "e.g. ratings.csv or a report, or one name a line); a ratings file's "
+                   "verdicts are shown as earlier ratings.")
 @click.option("--skip-existing", is_flag=True,
               help="Keep complete masks made by this version with the same parameters.")
 @_workers
@@ -167,6 +184,7 @@ def main() -> None:
 @_debug
 def mask_command(input_dir: Path, output_dir: Path, threshold: tuple[float, float] | None,
                  opening_radius: str | None, workers: int, scheduler: str | None,
+                 only_rated: tuple[str, str] | None, inputs_from: Path | None,
                  **options: Any) -> None:
     """Write INPUT_DIR/<name>.nii.gz's mask to OUTPUT_DIR/<name>_mask.nii.gz.
 
@@ -175,6 +193,7 @@ def mask_command(input_dir: Path, output_dir: Path, threshold: tuple[float, floa
       nimask mask scans/ masks/
       nimask mask ct/ ct_masks/ --threshold -500 3000 --report ct.json --qc ct_qc/
       nimask mask ct/ ct_masks/ --closing-radius-mm 3 --skip-existing
+      nimask mask ct/ ct_masks/ --preset ct-brain --qc qc2/ --only-rated bad ratings.csv
     Exit status: 0 all written, 1 some file failed, 2 usage error, 130 interrupted.
     """
     if scheduler is not None and workers != 0:
@@ -183,6 +202,23 @@ def mask_command(input_dir: Path, output_dir: Path, threshold: tuple[float, floa
     radius: int | str | None = opening_radius
     if opening_radius is not None and opening_radius.isdigit():
         radius = int(opening_radius)
+    if only_rated is not None and inputs_from is not None:
+        raise click.UsageError("--only-rated and --inputs-from exclude each other")
+    try:
+        if only_rated is not None:
+            wanted, path = parse_rating_choice(only_rated[0]), Path(only_rated[1])
+            table = read_ratings(path)
+            options.update(only=rated_inputs(table, wanted), ratings=table)
+            if not options["only"]:
+                click.echo(f"nimask: no input rated {' or '.join(wanted)} in {path}; "
+                           "nothing to run")
+                return
+        elif inputs_from is not None:
+            options["only"] = read_input_list(inputs_from)
+            if is_ratings_file(inputs_from):
+                options["ratings"] = read_ratings(inputs_from)
+    except ParameterError as exc:
+        raise click.BadParameter(str(exc), param_hint="--only-rated / --inputs-from") from exc
     _run(input_dir, output_dir, threshold=threshold or None, opening_radius=radius,
          workers=workers or None, scheduler=scheduler, **options)
 

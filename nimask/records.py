@@ -44,6 +44,10 @@ class FileResult:
     components_dropped: int | None = None
     steps: str = ""
     hu_warning: bool | None = None
+    #: A reviewer's verdict on this case from an earlier run's ratings file.
+    earlier_rating: str = ""
+    earlier_note: str = ""
+    earlier_reviewer: str = ""
 
     @property
     def ok(self) -> bool:

@@ -29,6 +29,7 @@ def generate_brain_mask_dataset(
     opening_radius: int | str | None = None,
     exclude_above_window: bool | None = None,
     executor: Executor | None = None,
+    qc_layout: str = "mid",
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -91,6 +92,9 @@ def generate_brain_mask_dataset(
         Keyword-only.  Run the files on this executor, e.g. a Dask client's
         ``client.get_executor()``; inputs and outputs must then be on storage
         every worker sees (see :func:`nimask.mask_dataset`).
+    qc_layout : {"mid", "mosaic"}, default "mid"
+        Keyword-only.  QC pictures (``qc_dir``) with three mid-slices, or a
+        mosaic of slices over the mask's extent (see ``docs/qc.md``).
 
     Returns
     -------
@@ -120,7 +124,7 @@ def generate_brain_mask_dataset(
 preset=preset, fill_holes=fill_holes,
         largest_component=largest_component, opening_radius=opening_radius,
         exclude_above_window=exclude_above_window,
-        executor=executor,
+        executor=executor, qc_layout=qc_layout,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")

@@ -94,3 +94,17 @@ def write_nifti(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _write
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A loud banner when the browser tests of the QC page could not run."""
+    reasons = set()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        if isinstance(longrepr, tuple) and "BROWSER TESTS SKIPPED" in str(longrepr[2]):
+            reasons.add(str(longrepr[2]).removeprefix("Skipped: "))
+    if reasons:
+        terminalreporter.write_sep("!", "BROWSER TESTS SKIPPED: the QC page was not tested",
+                                   red=True, bold=True)
+        for reason in sorted(reasons):
+            terminalreporter.write_line(reason, red=True)

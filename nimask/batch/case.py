@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from ..core.masking import MaskOutcome
 from ..core.pipeline import compute_mask
 from ..core.refine import refine_mask
-from ..evidence.qc import qc_png_name, render_case
+from ..evidence.qc import case_label, qc_png_name, render_case
 from ..evidence.report import mask_statistics
 from ..exceptions import NimaskError
 from ..io.discovery import output_name
@@ -149,13 +149,16 @@ def process_file(
 
 
 def _render_qc(result: FileResult, image: sitk.Image, mask: sitk.Image,
-               centre: tuple[float, float, float], settings: MaskSettings) -> None:
+               centre: tuple[float, float, float] | None, settings: MaskSettings) -> None:
     """Write the case's QC picture; a failure is a note, never a failed mask."""
     png = Path(settings.qc_dir or ".") / qc_png_name(result.input)
+    provenance = settings.provenance()
     caption = (f"{Path(result.input).name}: coverage {result.coverage_percent:.2f} %, "
-               f"{result.volume_ml:.1f} mL; {settings.provenance()}")
+               f"{result.volume_ml:.1f} mL; {provenance}")
+    settings_text = provenance.split(" ", 2)[-1]  # without "nimask <version>"
     try:
-        render_case(image, mask, png, centroid_index=centre, caption=caption)
+        render_case(image, mask, png, centroid_index=centre, caption=caption,
+                    layout=settings.qc_layout, label=case_label(result, settings_text))
     except (NimaskError, RuntimeError, OSError, ValueError, MemoryError) as exc:
         result.notes.append(f"QC picture not written: {reason(exc)}")
     else:

@@ -14,14 +14,15 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..evidence.qc import write_index
+from ..evidence.qc import update_picture_flags, validate_layout, write_index
+from ..evidence.ratings import Rating, read_ratings
 from ..evidence.report import flag_cohort, report_format, write_report
 from ..exceptions import OutputError, ParameterError
 from ..io.discovery import find_inputs, output_name
@@ -67,6 +68,9 @@ def mask_dataset(
     opening_radius: int | str | None = None,
     exclude_above_window: bool | None = None,
     executor: Executor | None = None,
+    qc_layout: str = "mid",
+    only: Iterable[str | os.PathLike[str]] | None = None,
+    ratings: str | os.PathLike[str] | Mapping[str, Rating] | None = None,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
@@ -129,6 +133,19 @@ def mask_dataset(
         storage every worker sees; a worker that does not see them fails the
         file with the reason.  The executor's own workers set the parallelism:
         ``workers`` must then stay at its default.  The executor is not shut down.
+    qc_layout : {"mid", "mosaic"}, default "mid"
+        QC pictures with three mid-slices, or three rows of slices spread over
+        the mask's extent (:mod:`nimask.evidence.qc_picture`).
+    only : iterable of str or os.PathLike, or None, default None
+        Run only these inputs of ``nii_folder``, given by path or file name
+        (matched by file name), e.g. the cases a reviewer rated ``bad``
+        (:func:`nimask.evidence.ratings.rated_inputs`).  ``None`` runs them all.
+    ratings : str, os.PathLike, mapping or None, default None
+        Earlier verdicts on these cases: a ``ratings.csv`` exported by the QC
+        page, or ``{file name: Rating}``
+        (:func:`nimask.evidence.ratings.read_ratings`).  Each result gets its
+        case's ``earlier_rating``, ``earlier_note`` and ``earlier_reviewer``,
+        shown in the report and on the QC page.
 
     Returns
     -------
@@ -164,7 +181,9 @@ def mask_dataset(
     ParameterError
         Invalid ``threshold``, ``closing_radius``, ``closing_radius_mm``,
         ``workers``, ``executor``, ``report`` suffix, preset or refinement
-        values (before any work).
+        values, ``qc_layout``, an ``only`` that names no input or a file that
+        is not among the inputs, an unreadable ``ratings`` file (before any
+        work).
     InputFolderError
         ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files.
     OutputError
@@ -185,7 +204,11 @@ def mask_dataset(
     if report is not None:
         report_format(report)
     _validate_executor(executor, workers)
+    settings = replace(settings, qc_layout=validate_layout(qc_layout))
+    earlier = _earlier_ratings(ratings)
     inputs = find_inputs(nii_folder)
+    if only is not None:
+        inputs = _select_inputs(inputs, only, nii_folder)
     out_dir = _prepare_output(output_path)
     removed = cleanup_temporaries(out_dir)
     if removed:
@@ -248,11 +271,60 @@ def mask_dataset(
         bar.close()
     done = [r for r in results if r is not None]
     flag_cohort(done)
+    _attach_ratings(done, earlier)
+    if qc_dir is not None:
+        update_picture_flags(done)
     if report is not None:
         write_report(done, report)
     if qc_dir is not None:
         write_index(done, qc_dir)
     return done
+
+
+def _select_inputs(inputs: list[Path], only: Iterable[str | os.PathLike[str]],
+                   nii_folder: str | os.PathLike[str]) -> list[Path]:
+    """The inputs named in ``only`` (by file name), in input order."""
+    if isinstance(only, (str, os.PathLike)):
+        raise ParameterError("only must be a list of inputs (paths or file names), "
+                             f"not one {type(only).__name__}")
+    names = [Path(os.fspath(x).replace("\\", "/")).name for x in only]
+    if not names:
+        raise ParameterError("only= selects no input: nothing to run")
+    present = {p.name for p in inputs}
+    missing = sorted({n for n in names if n not in present})
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                          else "")
+        raise ParameterError(
+            f"{len(missing)} selected input(s) not among the inputs of {os.fspath(nii_folder)}: "
+            f"{shown}"
+        )
+    wanted = set(names)
+    selected = [p for p in inputs if p.name in wanted]
+    logger.info("running %d of the %d inputs (only=)", len(selected), len(inputs))
+    return selected
+
+
+def _earlier_ratings(
+    ratings: str | os.PathLike[str] | Mapping[str, Rating] | None,
+) -> Mapping[str, Rating]:
+    if ratings is None:
+        return {}
+    if isinstance(ratings, (str, os.PathLike)):
+        return read_ratings(ratings)
+    if not isinstance(ratings, Mapping):
+        raise ParameterError("ratings must be a ratings CSV path or a mapping of file name "
+                             f"to Rating, got {type(ratings).__name__}")
+    return ratings
+
+
+def _attach_ratings(results: list[FileResult], earlier: Mapping[str, Rating]) -> None:
+    for res in results:
+        rating = earlier.get(Path(res.input).name)
+        if rating is not None:
+            res.earlier_rating = rating.rating
+            res.earlier_note = rating.note
+            res.earlier_reviewer = rating.reviewer
 
 
 def _file_identity(path: Path) -> tuple[int, int, int, int] | None:

@@ -95,6 +95,8 @@ class MaskSettings:
     refinements: Refinements = field(default_factory=Refinements)
     #: Folder for QC pictures (``None``: no picture), rendered next to the volume.
     qc_dir: str | None = None
+    #: Layout of the QC pictures: ``"mid"`` or ``"mosaic"`` (:mod:`nimask.evidence.qc`).
+    qc_layout: str = "mid"
 
     @classmethod
     def create(

@@ -60,6 +60,7 @@ __all__ = [
     "OUTLIER_Z",
     "REPORT_COLUMNS",
     "MaskStats",
+    "case_flags",
     "flag_cohort",
     "mask_statistics",
     "report_format",
@@ -264,7 +265,7 @@ def robust_z(values: Sequence[float]) -> list[float]:
     return [float(v) for v in z]
 
 
-def _file_flags(res: FileResult) -> list[str]:
+def _coverage_flags(res: FileResult) -> list[str]:
     flags = []
     if res.mask_voxels is not None and res.coverage_percent is not None:
         if res.mask_voxels == 0:
@@ -274,6 +275,26 @@ def _file_flags(res: FileResult) -> list[str]:
         if res.coverage_percent > ALMOST_FULL_PERCENT:
             flags.append("almost_full")
     return flags
+
+
+def _shape_flags(res: FileResult) -> list[str]:
+    flags = []
+    if res.touches_border:
+        flags.append("touches_border")
+    if res.large_components is not None and res.large_components >= 2:
+        flags.append("multiple_large_components")
+    return flags
+
+
+def case_flags(res: FileResult) -> list[str]:
+    """The flags of one file that do not depend on the cohort (all but ``coverage_outlier``).
+
+    What a worker can draw on the file's QC picture before the batch is done;
+    :func:`flag_cohort` gives the same flags plus ``coverage_outlier``.
+    """
+    if res.status == "failed" or res.coverage_percent is None:
+        return []
+    return _coverage_flags(res) + _shape_flags(res)
 
 
 def flag_cohort(results: Sequence[FileResult]) -> int:
@@ -293,17 +314,13 @@ def flag_cohort(results: Sequence[FileResult]) -> int:
             res.flags = []
             res.coverage_z = None
             continue
-        flags = _file_flags(res)
+        flags = _coverage_flags(res)
         z = zs.get(id(res))
         res.coverage_z = z
         if z is not None and abs(z) > OUTLIER_Z:
             flags.append("coverage_outlier")
-        if res.touches_border:
-            flags.append("touches_border")
-        if res.large_components is not None and res.large_components >= 2:
-            flags.append("multiple_large_components")
-        res.flags = flags
-        flagged += bool(flags)
+        res.flags = flags + _shape_flags(res)
+        flagged += bool(res.flags)
     return flagged
 
 
