@@ -9,7 +9,9 @@ grid, uint8 and float with a negative offset), prints:
 * ``rim%``: share of the mask's voxels in the head's bright rim (voxels within
   10 mm of the head's surface brighter than the tissue window's lower bound:
   skin, fat, marrow, muscle) *outside* the reference brain mask;
-* the time of one ``skull_strip`` call on one ITK thread.
+* the time of one ``skull_strip`` call on one ITK thread, and its ratio to
+  the ``mri-head`` preset timed right after it (the ratio is what to compare
+  between runs on a shared machine).
 
 Volumes (each skipped with a message when absent):
 
@@ -169,7 +171,7 @@ def dice(a: sitk.Image, b: sitk.Image) -> float:
 def main() -> int:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     header = (f"{'volume':16} {'variant':13} {'size':>13} {'spacing mm':>14} "
-              f"{'Dice brain':>10} {'Dice head':>9} {'rim%':>6} {'mL':>6} {'s':>6}")
+              f"{'Dice brain':>10} {'Dice head':>9} {'rim%':>6} {'mL':>6} {'s':>6} {'x head':>6}")
     print(header)
     print("-" * len(header))
     for name, loader in volumes():
@@ -181,7 +183,9 @@ def main() -> int:
             start = time.perf_counter()
             result = skull_strip(image)
             seconds = time.perf_counter() - start
+            start = time.perf_counter()
             head = brain_mask(image, preset="mri-head")
+            head_seconds = time.perf_counter() - start
             mask = sitk.GetArrayViewFromImage(result.mask) > 0
             if result.already_stripped:
                 rim_text = "  -"
@@ -194,7 +198,7 @@ def main() -> int:
             spacing = "x".join(f"{s:g}" for s in image.GetSpacing())
             print(f"{name:16} {variant:13} {size:>13} {spacing:>14} "
                   f"{dice(result.mask, ref):10.4f} {dice(head, ref):9.4f} {rim_text:>6} "
-                  f"{ml:6.0f} {seconds:6.2f}", flush=True)
+                  f"{ml:6.0f} {seconds:6.2f} {seconds / head_seconds:5.1f}", flush=True)
     return 0
 
 
