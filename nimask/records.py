@@ -48,6 +48,7 @@ class FileResult:
     earlier_rating: str = ""
     earlier_note: str = ""
     earlier_reviewer: str = ""
+    brain_rim_percent: float | None = None
 
     @property
     def ok(self) -> bool:

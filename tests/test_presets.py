@@ -34,7 +34,7 @@ def sample_image() -> sitk.Image:
 
 
 def test_preset_names() -> None:
-    assert preset_names() == ["ct-brain", "ct-head", "mri-head", "nidataset"]
+    assert preset_names() == ["ct-brain", "ct-head", "mri-head", "mri-brain", "nidataset"]
 
 
 def test_resolve_without_preset_is_the_documented_pipeline() -> None:

@@ -129,6 +129,8 @@ def process_file(
         if settings.refinements.active:
             result.steps = "; ".join(outcome.steps)
             result.components_dropped = outcome.components_dropped
+        if settings.refinements.skull_strip:
+            result.brain_rim_percent = outcome.brain_rim_percent
         if settings.refinements.hu_check:
             result.hu_warning = outcome.hu_warning is not None
         result.mask_voxels = stats.mask_voxels

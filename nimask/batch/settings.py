@@ -137,7 +137,9 @@ class MaskSettings:
 
     @property
     def mode(self) -> str:
-        """``"otsu"``, ``"manual"`` or ``"nidataset-otsu"``."""
+        """``"otsu"``, ``"manual"``, ``"nidataset-otsu"`` or ``"skull-strip"`` (``mri-brain``)."""
+        if self.refinements.skull_strip:
+            return "skull-strip"
         if self.threshold is not None:
             return "manual"
         return "nidataset-otsu" if self.refinements.compat == "nidataset" else "otsu"

@@ -96,6 +96,11 @@ class MaskOutcome:
         Set by the ``ct-*`` presets when the volume does not look like HU.
     components_dropped : int or None
         Components removed by the largest-component step (``None``: not run).
+    brain_rim_percent : float or None
+        ``mri-brain`` only: share (%) of the head's bright rim (skin, fat,
+        marrow within a few mm of the head's surface) inside the mask
+        (:func:`nimask.core.skullstrip.skull_strip`); ``None`` otherwise, and
+        when the input was already skull-stripped.
     """
 
     mask: sitk.Image
@@ -108,6 +113,7 @@ class MaskOutcome:
     steps: tuple[str, ...] = ()
     hu_warning: str | None = None
     components_dropped: int | None = None
+    brain_rim_percent: float | None = None
 
 
 def validate_threshold(threshold: object) -> tuple[float, float] | None:

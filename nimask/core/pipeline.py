@@ -103,7 +103,7 @@ def brain_mask(
     closing_radius_mm : float or None, default None
         Keyword-only.  When given, replaces ``closing_radius`` with a ball
         that is round in millimetres (see :func:`close_mask`).
-    preset : {"ct-brain", "ct-head", "mri-head", "nidataset"} or None
+    preset : {"ct-brain", "ct-head", "mri-head", "mri-brain", "nidataset"} or None
         Keyword-only.  A documented recipe (:mod:`nimask.core.presets`); explicit
         arguments override its values (a ``threshold`` window replaces the
         preset's; ``threshold=None`` keeps it).

@@ -10,7 +10,11 @@ rule (see :func:`resolve`):
   (the documented default) means "the preset's threshold", which is Otsu when
   the preset has none;
 * no preset changes ``closing_radius``: it keeps its documented meaning and
-  default (3) in every preset, so there is nothing to override.
+  default (3) in every preset, so there is nothing to override;
+* ``mri-brain`` is a method of its own (:mod:`nimask.core.skullstrip`), not a
+  threshold recipe: it accepts none of the step arguments above nor a
+  threshold window, and ``closing_radius``/``closing_radius_mm`` do not apply
+  to it (its closing is part of the method, in millimetres).
 
 Without a preset and with every step left at ``None``, the documented
 pipeline (threshold, closing) runs unchanged.
@@ -49,6 +53,9 @@ class Preset:
         Voxels, or ``"<R>mm"``.
     compat : str
     hu_check : bool
+    skull_strip : bool
+        Run :func:`nimask.core.skullstrip.skull_strip` instead of the
+        threshold pipeline (the other fields do not apply).
     """
 
     name: str
@@ -60,6 +67,7 @@ class Preset:
     opening_radius: int | str = 0
     compat: str = ""
     hu_check: bool = False
+    skull_strip: bool = False
 
 
 #: Upper end of the ``ct-head`` window: no upper limit in practice (extended
@@ -96,6 +104,13 @@ PRESETS: dict[str, Preset] = {
             "largest component",
             fill_holes="both",
             largest_component=True,
+        ),
+        Preset(
+            "mri-brain",
+            "T1-weighted MRI with skull: a brain mask, not a head mask (Gaussian smoothing, "
+            "head, tissue window from the white-matter level, 8 mm erosion cutting the brain "
+            "from the scalp, dilation back, CSF rim, 4 mm closing, fill); see docs/mri_brain.md",
+            skull_strip=True,
         ),
         Preset(
             "nidataset",
@@ -152,6 +167,17 @@ def resolve(
                 f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
             )
         base = PRESETS[preset.strip().lower()]
+    if base.skull_strip:
+        given = [name for name, value in (
+            ("threshold", window), ("fill_holes", fill_holes),
+            ("largest_component", largest_component), ("opening_radius", opening_radius),
+            ("exclude_above_window", exclude_above_window)) if value is not None]
+        if given:
+            raise ParameterError(
+                f"preset {base.name!r} runs its own fixed steps; it takes no "
+                f"{', '.join(given)}"
+            )
+        return None, Refinements(preset=base.name, skull_strip=True)
     fill = validate_fill_holes(base.fill_holes if fill_holes is None else fill_holes)
     lcc = validate_flag(
         "largest_component",

@@ -56,6 +56,7 @@ from .masking import (
     validate_closing_radius,
     validate_closing_radius_mm,
 )
+from .skullstrip import skull_strip
 
 __all__ = [
     "FILL_HOLES_MODES",
@@ -118,6 +119,9 @@ class Refinements:
         Warn when the volume does not look like CT in Hounsfield units.
     preset : str
         Name of the preset these values came from (``""``: none).
+    skull_strip : bool
+        Replace the threshold pipeline by the MRI brain extraction of
+        :func:`nimask.core.skullstrip.skull_strip` (preset ``mri-brain``).
     """
 
     fill_holes: str = "off"
@@ -128,6 +132,7 @@ class Refinements:
     compat: str = ""
     hu_check: bool = False
     preset: str = ""
+    skull_strip: bool = False
 
     @property
     def active(self) -> bool:
@@ -156,6 +161,8 @@ class Refinements:
             tokens.append("lcc")
         if self.exclude_above_window:
             tokens.append("xab")
+        if self.skull_strip:
+            tokens.append("strip")
         if self.preset:
             tokens.append(f"preset={self.preset}")
         return tokens
@@ -532,6 +539,8 @@ def refine_mask(
     """
     radius = validate_closing_radius(closing_radius)
     radius_mm = validate_closing_radius_mm(closing_radius_mm)
+    if refinements.skull_strip:
+        return _skull_strip_outcome(image)
     notes: list[str] = []
     hu_warning: str | None = None
     if refinements.hu_check:
@@ -615,4 +624,26 @@ def refine_mask(
         mask, mode, outcome.lower, outcome.upper, otsu_t, outcome.nonfinite_voxels,
         tuple(notes), steps=tuple(steps), hu_warning=hu_warning,
         components_dropped=dropped if refinements.largest_component else None,
+    )
+
+
+def _skull_strip_outcome(image: sitk.Image) -> MaskOutcome:
+    """The ``mri-brain`` method as a :class:`MaskOutcome` (``mode="skull-strip"``).
+
+    ``lower``/``upper`` are the tissue window found (``None`` for an input
+    taken as already skull-stripped), ``otsu_threshold`` the head's Otsu
+    threshold; the closing radius and the other refinements do not apply.
+    """
+    result = skull_strip(image)
+    notes: tuple[str, ...] = ()
+    if result.nonfinite_voxels:
+        notes = (f"{result.nonfinite_voxels} NaN/Inf voxels are never brain",)
+    if result.already_stripped:
+        notes += ("looks already skull-stripped: the mask is the non-zero head region",)
+        lower = upper = None
+    else:
+        lower, upper = result.tissue_low, result.tissue_high
+    return MaskOutcome(
+        result.mask, "skull-strip", lower, upper, result.head_otsu, result.nonfinite_voxels,
+        notes, steps=result.steps, brain_rim_percent=result.rim_percent,
     )

@@ -28,6 +28,19 @@ Flags
     component being large when it holds at least
     :data:`LARGE_COMPONENT_FRACTION` of the mask's voxels (1 %): a split mask,
     or an object outside the head (e.g. a CT head holder) in the mask.
+``implausible_brain_volume``
+    Preset ``mri-brain`` only: the mask's volume is outside
+    :data:`BRAIN_ML_RANGE` (an adult brain with its CSF; a child's, a
+    resected or an atrophic brain may fall outside too, so look, do not drop).
+``bright_rim_in_mask``
+    Preset ``mri-brain`` only: more than :data:`BRIGHT_RIM_PERCENT` % of the
+    head's bright rim (voxels within a few mm of the head's surface brighter
+    than the tissue window's lower bound: skin, fat, marrow, muscle) is inside
+    the mask, i.e. the mask took scalp (``brain_rim_percent`` column).
+
+With ``mri-brain`` the generic ``touches_border`` and
+``multiple_large_components`` flags read as "the brain is cut by the field of
+view" and "the brain mask fell apart or took something else".
 """
 
 from __future__ import annotations
@@ -54,6 +67,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ALMOST_EMPTY_PERCENT",
     "ALMOST_FULL_PERCENT",
+    "BRAIN_ML_RANGE",
+    "BRAIN_PRESET",
+    "BRIGHT_RIM_PERCENT",
     "FLAGS",
     "LARGE_COMPONENT_FRACTION",
     "MIN_COHORT",
@@ -78,6 +94,13 @@ LARGE_COMPONENT_FRACTION = 0.01
 OUTLIER_Z = 3.0
 #: Files with statistics needed before ``coverage_outlier`` is computed.
 MIN_COHORT = 5
+#: Plausible volume (mL, inclusive) of an adult brain mask from ``mri-brain``.
+BRAIN_ML_RANGE = (800.0, 2000.0)
+#: Share (%) of the head's bright rim inside an ``mri-brain`` mask above which
+#: the file is ``bright_rim_in_mask``.
+BRIGHT_RIM_PERCENT = 10.0
+#: The preset whose masks get the brain-plausibility flags.
+BRAIN_PRESET = "mri-brain"
 
 #: Every flag, in the order they are listed.
 FLAGS = (
@@ -87,6 +110,8 @@ FLAGS = (
     "coverage_outlier",
     "touches_border",
     "multiple_large_components",
+    "implausible_brain_volume",
+    "bright_rim_in_mask",
 )
 
 #: Report columns in order (fields of ``FileResult`` not listed here follow them).
@@ -294,7 +319,20 @@ def case_flags(res: FileResult) -> list[str]:
     """
     if res.status == "failed" or res.coverage_percent is None:
         return []
-    return _coverage_flags(res) + _shape_flags(res)
+    return _coverage_flags(res) + _shape_flags(res) + _brain_flags(res)
+
+
+def _brain_flags(res: FileResult) -> list[str]:
+    """The ``mri-brain`` plausibility flags (see the module docstring)."""
+    if res.preset != BRAIN_PRESET:
+        return []
+    flags = []
+    low, high = BRAIN_ML_RANGE
+    if res.volume_ml is not None and not low <= res.volume_ml <= high:
+        flags.append("implausible_brain_volume")
+    if res.brain_rim_percent is not None and res.brain_rim_percent > BRIGHT_RIM_PERCENT:
+        flags.append("bright_rim_in_mask")
+    return flags
 
 
 def flag_cohort(results: Sequence[FileResult]) -> int:
@@ -319,7 +357,7 @@ def flag_cohort(results: Sequence[FileResult]) -> int:
         res.coverage_z = z
         if z is not None and abs(z) > OUTLIER_Z:
             flags.append("coverage_outlier")
-        res.flags = flags + _shape_flags(res)
+        res.flags = flags + _shape_flags(res) + _brain_flags(res)
         flagged += bool(res.flags)
     return flagged
 

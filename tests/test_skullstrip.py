@@ -1,0 +1,208 @@
+"""The ``mri-brain`` preset: a brain mask on real T1 volumes, geometry, determinism, flags."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nimask import brain_mask, compute_mask, mask_dataset
+from nimask.core.presets import resolve
+from nimask.core.skullstrip import STRIPPED_HEAD_ML, bright_rim, skull_strip
+from nimask.data.sample import sample_path
+from nimask.evidence.report import BRAIN_ML_RANGE, BRIGHT_RIM_PERCENT, flag_cohort
+from nimask.exceptions import InvalidVolumeError, ParameterError
+from nimask.io.nifti import read_volume
+from nimask.records import FileResult
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = Path(__file__).resolve().parents[1] / "nimask" / "data" / "reference"
+
+
+def dice(a: sitk.Image, b: sitk.Image) -> float:
+    x = sitk.GetArrayViewFromImage(a) > 0
+    y = sitk.GetArrayViewFromImage(b) > 0
+    return 2.0 * np.count_nonzero(x & y) / (np.count_nonzero(x) + np.count_nonzero(y))
+
+
+def read(path: Path) -> sitk.Image:
+    return read_volume(path).image
+
+
+@pytest.fixture(scope="module")
+def sample() -> sitk.Image:
+    return read(sample_path())
+
+
+@pytest.fixture(scope="module")
+def sample_reference(sample: sitk.Image) -> sitk.Image:
+    ref = read(REFERENCE / "sample_t1_brainmask.nii.gz")
+    ref.CopyInformation(sample)
+    return ref
+
+
+@pytest.fixture(scope="module")
+def sample_result(sample: sitk.Image):  # type: ignore[no-untyped-def]
+    return skull_strip(sample)
+
+
+def test_sample_t1_dice_and_no_scalp(sample, sample_result, sample_reference) -> None:  # type: ignore[no-untyped-def]
+    """The bundled ITK T1 (2x2x3 mm, skull): a brain, not a head."""
+    assert dice(sample_result.mask, sample_reference) >= 0.90
+    rim = bright_rim(sample, sample_result.head, sample_result.tissue_low, 10.0)
+    # the bright rim outside the reference brain mask holds < 1 % of the mask
+    ref = sitk.GetArrayViewFromImage(sample_reference) > 0
+    mask = sitk.GetArrayViewFromImage(sample_result.mask) > 0
+    assert np.count_nonzero(mask & rim & ~ref) < 0.01 * np.count_nonzero(mask)
+    assert not sample_result.already_stripped
+    assert sample_result.rim_percent is not None
+    assert sample_result.rim_percent < BRIGHT_RIM_PERCENT
+
+
+def test_head_preset_is_a_head_not_a_brain(sample, sample_reference, sample_result) -> None:  # type: ignore[no-untyped-def]
+    head = brain_mask(sample, preset="mri-head")
+    assert dice(head, sample_reference) < 0.75 < dice(sample_result.mask, sample_reference)
+
+
+def test_deterministic_and_geometry(sample: sitk.Image, sample_result) -> None:  # type: ignore[no-untyped-def]
+    again = brain_mask(sample, preset="mri-brain")
+    assert np.array_equal(sitk.GetArrayViewFromImage(again),
+                          sitk.GetArrayViewFromImage(sample_result.mask))
+    assert again.GetPixelID() == sitk.sitkUInt8
+    assert set(np.unique(sitk.GetArrayViewFromImage(again))) == {0, 1}
+    assert again.GetSize() == sample.GetSize()
+    assert again.GetOrigin() == sample.GetOrigin()
+    assert again.GetSpacing() == sample.GetSpacing()
+    assert again.GetDirection() == sample.GetDirection()
+
+
+def test_intensity_scale_and_offset_do_not_matter(sample: sitk.Image, sample_result) -> None:  # type: ignore[no-untyped-def]
+    """float64 with a negative offset and scale: the levels are relative to the background."""
+    shifted = sitk.Cast(sample, sitk.sitkFloat64) * 3.5 - 1000.0
+    out = skull_strip(shifted)
+    assert dice(out.mask, sample_result.mask) >= 0.99
+    assert out.background == pytest.approx(-1000.0)
+
+
+def test_outcome_records_steps(sample: sitk.Image) -> None:
+    outcome = compute_mask(sample, preset="mri-brain")
+    assert outcome.mode == "skull-strip"
+    assert outcome.steps[0].startswith("smooth gaussian")
+    assert any(step.startswith("core erode") for step in outcome.steps)
+    assert outcome.brain_rim_percent is not None
+    assert outcome.lower is not None
+    assert outcome.upper is not None
+    assert outcome.lower < outcome.upper
+
+
+def test_preset_rejects_threshold_recipes() -> None:
+    with pytest.raises(ParameterError, match="takes no threshold, fill_holes"):
+        resolve("mri-brain", (0, 10), fill_holes="3d")
+    window, ref = resolve("mri-brain")
+    assert window is None
+    assert ref.skull_strip
+    assert ref.preset == "mri-brain"
+    assert "strip" in ref.provenance_tokens()
+    assert not resolve("mri-head")[1].skull_strip
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(InvalidVolumeError, match="constant"):
+        skull_strip(sitk.Image(20, 20, 20, sitk.sitkFloat32))
+    with pytest.raises(InvalidVolumeError, match="3D scalar"):
+        skull_strip(sitk.Image(20, 20, sitk.sitkFloat32))
+
+
+# ------------------------------------------------------------------ flags
+
+
+def _result(**values: object) -> FileResult:
+    base: dict[str, object] = dict(
+        input="x.nii.gz", output="x_mask.nii.gz", status="written", mask_voxels=1000,
+        total_voxels=100000, coverage_percent=1.0 + 1e-9, volume_ml=1200.0,
+        touches_border=False, large_components=1, preset="mri-brain", brain_rim_percent=0.5,
+    )
+    base.update(values)
+    return FileResult(**base)  # type: ignore[arg-type]
+
+
+def test_brain_flags_fire_on_implausible_cases() -> None:
+    low, high = BRAIN_ML_RANGE
+    cases = [
+        _result(),                                                   # plausible
+        _result(volume_ml=low - 1),                                  # too small
+        _result(volume_ml=high + 1),                                 # a head, not a brain
+        _result(brain_rim_percent=BRIGHT_RIM_PERCENT + 0.1),         # scalp inside
+        _result(large_components=2, touches_border=True),            # split, cut by the FOV
+        _result(preset="mri-head", volume_ml=4000.0, brain_rim_percent=None),  # not mri-brain
+    ]
+    flag_cohort(cases)
+    assert [c.flags for c in cases] == [
+        [],
+        ["implausible_brain_volume"],
+        ["implausible_brain_volume"],
+        ["bright_rim_in_mask"],
+        ["touches_border", "multiple_large_components"],
+        [],
+    ]
+
+
+@pytest.mark.slow
+def test_report_flags_a_head_given_to_mri_brain(tmp_path: Path, sample: sitk.Image) -> None:
+    """Real path: the CSV of a batch carries the steps and flags an implausible mask.
+
+    The second input is the sample with its brain replaced by scalp-bright
+    voxels: nothing brain-like is left, and the report says so.
+    """
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(sample_path(), src / "a_t1.nii.gz")
+    array = sitk.GetArrayFromImage(sample)
+    array[array > 0] = 200  # a uniform bright head: no brain, no skull
+    fake = sitk.GetImageFromArray(array)
+    fake.CopyInformation(sample)
+    sitk.WriteImage(fake, str(src / "b_bright.nii.gz"))
+    report = tmp_path / "report.csv"
+    results = mask_dataset(src, tmp_path / "out", preset="mri-brain", report=report,
+                           workers=1, progress=False)
+    rows = {Path(r["input"]).name: r for r in csv.DictReader(report.open())}
+    good = rows["a_t1.nii.gz"]
+    assert good["status"] == "written"
+    assert good["threshold_mode"] == "skull-strip"
+    assert "core erode" in good["steps"]
+    assert good["preset"] == "mri-brain"
+    # the sample's brain lies within one 3 mm slice of the first coronal slice: the mask
+    # reaches that face (the reference stops one slice short)
+    assert good["flags"] == "touches_border"
+    assert good["border_faces"] == "z-"
+    assert 0 <= float(good["brain_rim_percent"]) < BRIGHT_RIM_PERCENT
+    bad = next(r for r in results if r.input.endswith("b_bright.nii.gz"))
+    assert bad.status == "failed" or bad.flags, bad
+
+
+@pytest.mark.slow
+def test_mni152_already_stripped(shared_data: Path) -> None:
+    """A skull-stripped T1 keeps (almost) its whole non-zero region."""
+    image = read(shared_data / "mni152_t1_brain_1mm.nii.gz")
+    ref = read(shared_data / "mni152_brainmask_1mm.nii.gz")
+    ref.CopyInformation(image)
+    out = skull_strip(image)
+    assert out.already_stripped
+    assert out.rim_percent is None
+    assert dice(out.mask, ref) >= 0.98
+    assert float(np.count_nonzero(sitk.GetArrayViewFromImage(out.head))) * 1e-3 < STRIPPED_HEAD_ML
+
+
+@pytest.mark.slow
+def test_mni2009c_with_skull() -> None:
+    """MNI ICBM 2009c 2 mm template with skull (tests/data, MNI licence)."""
+    image = read(DATA / "mni2009c_2mm_T1w.nii.gz")
+    ref = read(DATA / "mni2009c_2mm_brain_mask.nii.gz")
+    ref = sitk.Cast(sitk.BinaryThreshold(ref, 0.5, 1e9, 1, 0), sitk.sitkUInt8)
+    ref.CopyInformation(image)
+    out = skull_strip(image)
+    assert dice(out.mask, ref) >= 0.93
