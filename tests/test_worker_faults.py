@@ -8,8 +8,11 @@ spawned workers.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import _faults
@@ -33,10 +36,29 @@ def _expected(data: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(mask).T
 
 
+_FORKING_CALLER = """\
+import json, logging, sys
+sys.path.insert(0, {tests!r})
+import _faults
+import nimask.batch.case
+from nimask import mask_dataset
+from nimask.batch.pool import start_method
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+nimask.batch.case.process_file = _faults.faulty_process_file
+assert start_method() == "fork"
+results = mask_dataset({folder!r}, {out!r}, (20.0, 60.0), 1, workers=2)
+print(json.dumps([[r.input, r.status, r.error] for r in results]))
+"""
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("caller", ["this process", "a single-threaded script"])
 def test_dying_workers_fail_only_their_own_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    caller: str,
 ) -> None:
+    # This (multi-threaded) test process gets workers started as fresh interpreters,
+    # a single-threaded script gets forked workers.
     folder = tmp_path / "in"
     folder.mkdir()
     names = ["a0", "a1", "b_segv", "c0", "c1", "d_sigkill", "e0", "f_exit", "g0", "g1"]
@@ -44,13 +66,25 @@ def test_dying_workers_fail_only_their_own_files(
     for name in names:
         write(folder / f"{name}.nii.gz", data[name])
     before = checksums(folder)
-    monkeypatch.setattr(nimask.batch.case, "process_file", _faults.faulty_process_file)
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="nimask"):
-        results = mask_dataset(folder, out, WINDOW, 1, workers=2)
+    if caller == "this process":
+        monkeypatch.setattr(nimask.batch.case, "process_file", _faults.faulty_process_file)
+        with caplog.at_level(logging.WARNING, logger="nimask"):
+            results = mask_dataset(folder, out, WINDOW, 1, workers=2)
+        rows = [(r.input, r.status, r.error) for r in results]
+        log = caplog.text
+    else:
+        script = _FORKING_CALLER.format(tests=str(Path(__file__).parent), folder=str(folder),
+                                        out=str(out))
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        rows = [tuple(row) for row in json.loads(proc.stdout)]
+        log = proc.stderr
     # Deterministic report: one row per input, in input order.
-    assert [Path(r.input).name for r in results] == [f"{n}.nii.gz" for n in names]
-    errors = {Path(r.input).name: r.error for r in results if r.status == "failed"}
+    assert [Path(row[0]).name for row in rows] == [f"{n}.nii.gz" for n in names]
+    errors = {Path(row[0]).name: row[2] for row in rows if row[1] == "failed"}
     assert errors == {
         "b_segv.nii.gz": "the worker process processing this file was killed by SIGSEGV",
         "d_sigkill.nii.gz": "the worker process processing this file was killed by SIGKILL "
@@ -63,8 +97,7 @@ def test_dying_workers_fail_only_their_own_files(
         np.testing.assert_array_equal(load_mask(out / f"{name}_mask.nii.gz"),
                                       _expected(data[name]))
     for name, error in errors.items():  # one warning when it died, one error at the end
-        assert f"{name}: {error}; running it again alone once the other files are done" in (
-            caplog.text)
+        assert f"{name}: {error}; running it again alone once the other files are done" in log
     events = (tmp_path / "events.log").read_text().splitlines()
     # No file was ever processed by two live processes at once...
     assert not [e for e in events if e.startswith("overlap")]

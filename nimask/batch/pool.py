@@ -404,6 +404,7 @@ class _Pool:
         self.start_failures: list[str] = []
         self.deaths: dict[int, str] = {}  # file index -> how its worker died
         self.job_bytes: bytes | None = None
+        self.replacements = 0
         try:
             self.job_bytes = bytes(ForkingPickler.dumps(job))
         except Exception as exc:  # e.g. a task function that is not importable
@@ -423,6 +424,9 @@ class _Pool:
 
     def run(self, pending: deque[int], size: int) -> None:
         """Process ``pending`` with up to ``size`` workers; files left in it had no worker."""
+        # One replacement per file at most: workers that keep dying without a file
+        # of their own (killed from outside) cannot make this loop forever.
+        self.replacements = len(pending)
         for _ in range(size):
             self.launch()
         while self.workers:
@@ -493,8 +497,9 @@ class _Pool:
             if not self.last_try:
                 logger.warning("%s: %s; running it again alone once the other files are done",
                                self.inputs[worker.index].name, _death_reason(code))
-        if pending:
-            self.launch()  # a replacement
+        if pending and self.replacements > 0:
+            self.replacements -= 1
+            self.launch()
 
     def close(self, *, kill: bool) -> None:
         """Stop every worker (at once if ``kill``, else once its current file is done)."""
@@ -549,15 +554,18 @@ def run_pool(
     pending = deque(range(len(inputs)))
     try:
         pool = _run_workers(job, inputs, pending, workers, on_done, last_try=False)
-        if pool.start_failures and pending:
-            logger.warning("worker processes could not be started (%s); processing the "
-                           "remaining %d file(s) in this process", pool.start_failures[-1],
+        if pending:  # no worker left to run them
+            if pool.start_failures:
+                why = f"worker processes could not be started ({pool.start_failures[-1]})"
+            else:
+                why = "worker processes kept dying without a file of their own"
+            logger.warning("%s; processing the remaining %d file(s) in this process", why,
                            len(pending))
             with itk_threads(usable_cpus()):
                 while pending:
                     index = pending.popleft()
                     on_done(index, _case().process_file(inputs[index], output_dir, settings,
-                                                           skip_existing=skip_existing))
+                                                        skip_existing=skip_existing))
         elif pool.start_failures:
             logger.warning("%d worker process(es) could not be started (%s); the others went on",
                            len(pool.start_failures), pool.start_failures[-1])
