@@ -220,7 +220,8 @@ def test_worker_killed_mid_write(
 
     # Each killed worker had written its temporary (two deaths in the first batch, one in
     # the second); the end of each batch removed them.
-    removed = [m for m in caplog.messages if m.startswith("removed leftover temporary file .ct_2_mask")]
+    removed = [m for m in caplog.messages
+               if m.startswith("removed leftover temporary file .ct_2_mask")]
     assert len(removed) == 3
     assert all(TEMP_MARKER in m for m in removed)
 

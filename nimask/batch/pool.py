@@ -287,7 +287,6 @@ class _Worker:
         self.conn = conn
         self.process = process
         self.method = method
-        self.pid: int | None = process.pid
         self.ready = False
         self.index: int | None = None  # the file it is processing
         self.deadline = time.monotonic() + START_TIMEOUT
@@ -329,41 +328,38 @@ def _interpreter_flags() -> list[str]:
     return list(flags()) if flags is not None else []
 
 
-def _launch(job: bytes) -> _Worker:
-    """Start one worker and send it the job; raises ``OSError`` when it cannot be started."""
-    method = start_method()
+def _start_process(method: str, child_end: Connection) -> Any:
+    """Start a worker holding ``child_end``: a ``Popen`` or a ``multiprocessing.Process``."""
     if method == "exec":
         if not sys.executable:
             raise OSError("no Python executable to start workers with (sys.executable is empty)")
-        parent_end, child_end = multiprocessing.Pipe(duplex=True)
         fd = child_end.fileno()
         command = [sys.executable, *_interpreter_flags(), "-c", _BOOTSTRAP, str(fd),
                    str(os.getpid())]
-        try:
-            process: Any = subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
-        except BaseException:
-            parent_end.close()
-            raise
-        finally:
-            child_end.close()
-        worker = _Worker(parent_end, process, method)
-        first: tuple[bytes, ...] = (bytes(ForkingPickler.dumps(list(sys.path))), job)
-    else:
-        context: Any = multiprocessing.get_context(method)
-        parent_end, child_end = context.Pipe(duplex=True)
-        process = context.Process(target=_mp_main, args=(child_end, os.getpid()),
-                                  name="nimask-worker", daemon=True)
-        try:
-            process.start()
-        except BaseException:
-            parent_end.close()
-            raise
-        finally:
-            child_end.close()
-        worker = _Worker(parent_end, process, method)
-        first = (job,)
-    for message in first:
+        return subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    context: Any = multiprocessing.get_context(method)
+    process = context.Process(target=_mp_main, args=(child_end, os.getpid()),
+                              name="nimask-worker", daemon=True)
+    process.start()
+    return process
+
+
+def _launch(job: bytes) -> _Worker:
+    """Start one worker and send it the job; raises ``OSError`` when it cannot be started."""
+    method = start_method()
+    parent_end, child_end = multiprocessing.Pipe(duplex=True)
+    try:
+        process = _start_process(method, child_end)
+    except BaseException:
+        parent_end.close()
+        raise
+    finally:
+        child_end.close()
+    worker = _Worker(parent_end, process, method)
+    # A fresh interpreter first needs the caller's sys.path to import nimask and the task.
+    first = [bytes(ForkingPickler.dumps(list(sys.path)))] if method == "exec" else []
+    for message in [*first, job]:
         try:
             worker.conn.send_bytes(message)
         except OSError:  # it died already: seen as an end of file when read
