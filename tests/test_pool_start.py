@@ -23,6 +23,7 @@ import pytest
 from test_parallel import _make_inputs
 
 from nimask import mask_dataset
+from nimask.batch.pool import usable_cpus
 
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"),
                            reason="fork is used on Linux only")
@@ -268,3 +269,38 @@ print([r.status for r in results])
     assert proc.returncode == 0, proc.stderr
     # The three volumes are written; the truncated vol_99 fails alone.
     assert proc.stdout.strip() == "['written', 'written', 'written', 'failed']"
+
+
+_COUNT_STARTS = """\
+import sys, threading
+starts = []
+sys.addaudithook(lambda event, args: starts.append(event)
+                 if event in ("os.fork", "subprocess.Popen", "os.posix_spawn") else None)
+if {thread}:
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+from nimask import mask_dataset
+results = mask_dataset({folder!r}, {out!r}, progress=False)
+print(len(results), len(starts))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("thread", [False, True])
+def test_a_single_volume_starts_no_process(tmp_path: Path, thread: bool) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    _make_inputs(two, 2)
+    (two / "vol_99.nii.gz").unlink()
+    one.mkdir()
+    (one / "vol_00.nii.gz").symlink_to(two / "vol_00.nii.gz")
+    counts = []
+    for folder in (one, two):
+        script = _COUNT_STARTS.format(thread=thread, folder=str(folder),
+                                      out=str(tmp_path / f"out_{folder.name}"))
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=HANG_GUARD)
+        assert proc.returncode == 0, proc.stderr
+        counts.append(proc.stdout.split())
+    # One volume: masked in this process.  Two volumes, default workers (2 CPUs here
+    # or more): one process per worker.
+    workers = min(2, usable_cpus())
+    assert counts == [["1", "0"], ["2", str(workers if workers > 1 else 0)]]
