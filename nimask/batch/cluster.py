@@ -160,7 +160,7 @@ def run_task(task: RemoteTask) -> FileResult:
 def _storage_probe(output_dir: Path, run_id: str) -> Iterator[str]:
     """A hidden empty file in ``output_dir`` that workers look for, removed afterwards.
 
-    Its name carries the run and this process (:func:`nimask.tempfiles.probe_name`):
+    Its name carries the run and this process (:func:`nimask.io.tempfiles.probe_name`):
     other runs' clean-ups leave it alone while this process runs.
     """
     name = probe_name(run_id)

@@ -569,12 +569,12 @@ def atomic_write(out_path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file to ``out_path``.
 
     The temporary file is ``.<name>.nimask-tmp-<run>-<host>-<pid>-XXXXXXXX<suffix>``
-    in the folder of ``out_path`` (owner fields: :mod:`nimask.tempfiles`).  On
+    in the folder of ``out_path`` (owner fields: :mod:`nimask.io.tempfiles`).  On
     any exception (``KeyboardInterrupt`` included) it is removed and
     ``out_path`` is left as it was.  Only a process killed outright (SIGKILL,
     power loss) can leave it behind; the next run removes it once its writer is
     gone (:func:`cleanup_temporaries`).  Right before the rename the current
-    run's check is asked (:func:`nimask.tempfiles.publish_refusal`): a worker
+    run's check is asked (:func:`nimask.io.tempfiles.publish_refusal`): a worker
     whose run has ended removes its temporary and raises instead of publishing.
 
     Raises
