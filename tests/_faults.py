@@ -13,6 +13,8 @@ nimask itself has no test hook.  Behaviour by input file name:
 * ``*unreported*``: writes the complete mask, creates ``unreported-<pid>`` next
   to the output folder, then sleeps before returning its result (a worker
   stopped between its mask's rename and the report of its result);
+* ``*hold*``: creates ``held-<pid>`` next to the output folder, then waits
+  (at most 120 s) until a file ``release`` appears there, and goes on;
 * anything else: the real ``process_file``.
 
 Crashes only happen in a worker process, never in the test process itself.
@@ -23,7 +25,6 @@ same file is still running (a file processed twice at once).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import nimask.batch.case
+import nimask.batch.pool
 import nimask.batch.run
 import nimask.io.nifti
 
@@ -72,7 +74,7 @@ def faulty_process_file(input_path: Path, output_dir: Path, settings: Any,
             if kind == "start" and other == name and int(pid) != os.getpid() and _alive(int(pid)):
                 _event(log, f"overlap {name} {pid}")
     _event(log, f"start {name} {os.getpid()}")
-    in_worker = multiprocessing.parent_process() is not None
+    in_worker = nimask.batch.pool._IN_WORKER
     if in_worker and "segv" in name:
         os.kill(os.getpid(), signal.SIGSEGV)
     if in_worker and "sigkill" in name:
@@ -81,6 +83,12 @@ def faulty_process_file(input_path: Path, output_dir: Path, settings: Any,
         os._exit(3)
     if "pause" in name:
         nimask.io.nifti.atomic_write = _pausing_atomic_write
+    if "hold" in name:
+        root = Path(output_dir).parent
+        root.joinpath(f"held-{os.getpid()}").write_text(name)
+        deadline = time.monotonic() + 120
+        while not root.joinpath("release").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
     try:
         result = REAL_PROCESS_FILE(input_path, output_dir, settings, **kwargs)
     finally:

@@ -171,7 +171,7 @@ def test_worker_killed_mid_write(
 
     local_results, local_masks = local_run
     config = {"distributed.scheduler.allowed-failures": 1}  # KilledWorker at the second death
-    caplog.set_level(logging.INFO, logger="nimask.batch.cluster")
+    caplog.set_level(logging.INFO, logger="nimask")
     with dask.config.set(config), LocalCluster(
         n_workers=0, processes=True, threads_per_worker=1, host="127.0.0.1",
         dashboard_address=None,
@@ -220,7 +220,8 @@ def test_worker_killed_mid_write(
 
     # Each killed worker had written its temporary (two deaths in the first batch, one in
     # the second); the end of each batch removed them.
-    removed = [m for m in caplog.messages if m.startswith("removed the temporary .ct_2_mask")]
+    removed = [m for m in caplog.messages
+               if m.startswith("removed leftover temporary file .ct_2_mask")]
     assert len(removed) == 3
     assert all(TEMP_MARKER in m for m in removed)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import logging
+import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from _nifti_fixtures import ramp, write
 
 from nimask.batch import run as dataset
 from nimask.batch.pool import usable_cpus
@@ -63,3 +66,23 @@ def test_two_workers_give_the_same_bytes_and_results(tmp_path: Path) -> None:
     assert len(written) == 5
     for name in written:
         assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_workers_log_through_the_callers_logging(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker's own log records (here the preset's HU check, logged while the
+    # volume is masked) reach the caller's handlers, whatever the start method.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        write(folder / f"{name}.nii.gz", ramp((20, 18, 12)))
+    with caplog.at_level(logging.WARNING, logger="nimask"):
+        results = mask_dataset(folder, tmp_path / "out", preset="ct-head", workers=2)
+    assert [r.status for r in results] == ["written", "written"]
+    from_workers = [r for r in caplog.records if r.name == "nimask.core.refine"]
+    assert [r.getMessage() for r in from_workers] == [
+        "volume does not look like CT in Hounsfield units: no voxel below -500 (no air) and "
+        "no voxel above 300 (no bone); intensity range 0..99 (preset ct-head)"] * 2
+    assert all(r.process != os.getpid() for r in from_workers)

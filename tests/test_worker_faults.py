@@ -8,14 +8,12 @@ spawned workers.
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 import os
-import time
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
 
 import _faults
 import numpy as np
@@ -38,10 +36,29 @@ def _expected(data: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(mask).T
 
 
+_FORKING_CALLER = """\
+import json, logging, sys
+sys.path.insert(0, {tests!r})
+import _faults
+import nimask.batch.case
+from nimask import mask_dataset
+from nimask.batch.pool import start_method
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+nimask.batch.case.process_file = _faults.faulty_process_file
+assert start_method() == "fork"
+results = mask_dataset({folder!r}, {out!r}, (20.0, 60.0), 1, workers=2)
+print(json.dumps([[r.input, r.status, r.error] for r in results]))
+"""
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("caller", ["this process", "a single-threaded script"])
 def test_dying_workers_fail_only_their_own_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    caller: str,
 ) -> None:
+    # This (multi-threaded) test process gets workers started as fresh interpreters,
+    # a single-threaded script gets forked workers.
     folder = tmp_path / "in"
     folder.mkdir()
     names = ["a0", "a1", "b_segv", "c0", "c1", "d_sigkill", "e0", "f_exit", "g0", "g1"]
@@ -49,13 +66,25 @@ def test_dying_workers_fail_only_their_own_files(
     for name in names:
         write(folder / f"{name}.nii.gz", data[name])
     before = checksums(folder)
-    monkeypatch.setattr(nimask.batch.case, "process_file", _faults.faulty_process_file)
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="nimask"):
-        results = mask_dataset(folder, out, WINDOW, 1, workers=2)
+    if caller == "this process":
+        monkeypatch.setattr(nimask.batch.case, "process_file", _faults.faulty_process_file)
+        with caplog.at_level(logging.WARNING, logger="nimask"):
+            results = mask_dataset(folder, out, WINDOW, 1, workers=2)
+        rows = [(r.input, r.status, r.error) for r in results]
+        log = caplog.text
+    else:
+        script = _FORKING_CALLER.format(tests=str(Path(__file__).parent), folder=str(folder),
+                                        out=str(out))
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        rows = [tuple(row) for row in json.loads(proc.stdout)]
+        log = proc.stderr
     # Deterministic report: one row per input, in input order.
-    assert [Path(r.input).name for r in results] == [f"{n}.nii.gz" for n in names]
-    errors = {Path(r.input).name: r.error for r in results if r.status == "failed"}
+    assert [Path(row[0]).name for row in rows] == [f"{n}.nii.gz" for n in names]
+    errors = {Path(row[0]).name: row[2] for row in rows if row[1] == "failed"}
     assert errors == {
         "b_segv.nii.gz": "the worker process processing this file was killed by SIGSEGV",
         "d_sigkill.nii.gz": "the worker process processing this file was killed by SIGKILL "
@@ -67,14 +96,17 @@ def test_dying_workers_fail_only_their_own_files(
     for name in written:
         np.testing.assert_array_equal(load_mask(out / f"{name}_mask.nii.gz"),
                                       _expected(data[name]))
-    assert "a worker process died; running" in caplog.text
+    for name, error in errors.items():  # one warning when it died, one error at the end
+        assert f"{name}: {error}; running it again alone once the other files are done" in log
     events = (tmp_path / "events.log").read_text().splitlines()
     # No file was ever processed by two live processes at once...
     assert not [e for e in events if e.startswith("overlap")]
-    # ...and each good file was completed exactly once.
+    # ...and each good file was started and completed exactly once: a death is
+    # charged to the file its worker was running, never to the others.
     for name in written:
         ends = [e for e in events if e.startswith(f"end {name}.nii.gz ")]
-        assert len(ends) == 1, (name, ends)
+        starts = [e for e in events if e.startswith(f"start {name}.nii.gz ")]
+        assert (len(starts), len(ends)) == (1, 1), (name, starts, ends)
     # Each crashing file was tried in the pool and once more on its own.
     for name in ("b_segv", "d_sigkill", "f_exit"):
         assert len([e for e in events if e.startswith(f"start {name}.nii.gz ")]) == 2
@@ -98,76 +130,3 @@ def test_worker_error_that_is_not_a_death_is_reported(
         ("failed", "worker error: KeyError: 'injected for a.nii.gz'"),
         ("written", ""),
     ]
-
-
-class _RacingPool(ProcessPoolExecutor):
-    """A process pool that shows, on demand, what ``concurrent.futures`` does when a
-    task is submitted while a worker's death breaks the pool (a race between
-    ``submit`` and the executor's manager thread, too rare to hit on purpose):
-
-    * ``*stranded*``: the task is accepted but never run nor settled (it was
-      added after the breaking pool had failed its pending tasks);
-    * ``*late*``: ``submit`` waits until the pool is broken, then refuses the task
-      with the ``RuntimeError`` of a pool that has shut down (the pool broke
-      between ``submit``'s check for a broken pool and its check for shutdown).
-
-    Only the first submission of such a file misbehaves.
-    """
-
-    def __init__(self, *args: Any, seen: set[str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.seen = seen
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        name = Path(args[0]).name
-        if name not in self.seen and ("stranded" in name or "late" in name):
-            self.seen.add(name)
-            if "stranded" in name:
-                return Future()
-            deadline = time.monotonic() + 60
-            while not self._broken and time.monotonic() < deadline:  # type: ignore[attr-defined]
-                time.sleep(0.01)
-            if not self._broken:  # type: ignore[attr-defined]
-                pytest.fail("the pool did not break")
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        return super().submit(fn, *args, **kwargs)
-
-
-@pytest.mark.slow
-def test_tasks_submitted_while_the_pool_breaks_are_not_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    # A future the broken pool never settles must not hang the batch, and a
-    # refused submission must not end it: both files are run again.
-    folder = tmp_path / "in"
-    folder.mkdir()
-    names = ["a_stranded", "b_segv", "c_late", "d0", "e0"]
-    data = {name: ramp((20, 18, 12)) + i for i, name in enumerate(names)}
-    for name in names:
-        write(folder / f"{name}.nii.gz", data[name])
-    monkeypatch.setattr(nimask.batch.case, "process_file", _faults.faulty_process_file)
-    monkeypatch.setattr(nimask.batch.pool, "ProcessPoolExecutor",
-                        functools.partial(_RacingPool, seen=set()))
-    out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="nimask"):
-        results = mask_dataset(folder, out, WINDOW, 1, workers=3)
-    assert [(Path(r.input).name, r.status, r.error) for r in results] == [
-        ("a_stranded.nii.gz", "written", ""),
-        ("b_segv.nii.gz", "failed",
-         "the worker process processing this file was killed by SIGSEGV"),
-        ("c_late.nii.gz", "written", ""),
-        ("d0.nii.gz", "written", ""),
-        ("e0.nii.gz", "written", ""),
-    ]
-    assert ("a worker process died; running 2 file(s) again one at a time: "
-            "a_stranded.nii.gz, b_segv.nii.gz") in caplog.text
-    for name in names:
-        if name != "b_segv":
-            np.testing.assert_array_equal(load_mask(out / f"{name}_mask.nii.gz"),
-                                          _expected(data[name]))
-    events = (tmp_path / "events.log").read_text().splitlines()
-    starts = {n: len([e for e in events if e.startswith(f"start {n}.nii.gz ")]) for n in names}
-    # The stranded and the refused task never ran in the broken pool.
-    assert starts == {"a_stranded": 1, "b_segv": 2, "c_late": 1, "d0": 1, "e0": 1}
-    assert not [e for e in events if e.startswith("overlap")]
-    assert not [n for n in os.listdir(out) if TEMP_MARKER in n]

@@ -31,6 +31,7 @@ import nimask.io.nifti
 from nimask import mask_dataset
 from nimask.exceptions import OutputError
 from nimask.io.nifti import TEMP_MARKER, cleanup_temporaries
+from nimask.io.tempfiles import HOST_TAG, new_run_id
 
 WINDOW = (20.0, 60.0)
 RUNNER = Path(__file__).with_name("_batch_runner.py")
@@ -292,30 +293,47 @@ def test_output_path_is_a_file(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["in", "report.txt"]
 
 
-def test_cleanup_removes_only_dead_nimask_temporaries(tmp_path: Path) -> None:
+def test_cleanup_removes_only_temporaries_whose_owner_is_gone(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)
-    names = {
-        f".a_mask.nii.gz{TEMP_MARKER}{dead_pid}-x1.nii.gz": False,  # writer gone: removed
-        f".b_mask.nii.gz{TEMP_MARKER}xyz.nii.gz": False,  # no pid (older name): removed
-        f".c_mask.nii.gz{TEMP_MARKER}{os.getppid()}-x2.nii.gz": True,  # live writer: kept
-        f".d_mask.nii.gz{TEMP_MARKER}{os.getpid()}-x3.nii.gz": True,  # this process: kept
-        f"e_mask.nii.gz{TEMP_MARKER}{dead_pid}-x4.nii.gz": True,  # no leading dot: not ours
-        "f_mask.nii.gz": True,
+    here, other_host = HOST_TAG, "abcdef" if HOST_TAG != "abcdef" else "fedcba"
+    mine = new_run_id()
+    day = 24 * 3600
+    names = {  # name: (kept, age in seconds)
+        f".a_mask.nii.gz{TEMP_MARKER}{dead_pid}-x1.nii.gz": (False, 0),  # older name, writer gone
+        f".b_mask.nii.gz{TEMP_MARKER}xyz.nii.gz": (False, 0),  # no owner (older name): removed
+        f".c_mask.nii.gz{TEMP_MARKER}{os.getppid()}-x2.nii.gz": (True, 0),  # live writer
+        f".d_mask.nii.gz{TEMP_MARKER}{os.getpid()}-x3.nii.gz": (True, 0),  # this process
+        f"e_mask.nii.gz{TEMP_MARKER}{dead_pid}-x4.nii.gz": (True, 0),  # no leading dot: not ours
+        "f_mask.nii.gz": (True, 0),
+        f".h_mask.nii.gz{TEMP_MARKER}0badc0de-{here}-{dead_pid}-x5.nii.gz": (False, 0),
+        f".i_mask.nii.gz{TEMP_MARKER}0badc0de-{here}-{os.getppid()}-x6.nii.gz": (True, 0),
+        f".j_mask.nii.gz{TEMP_MARKER}{mine}-{here}-{os.getpid()}-x7.nii.gz": (True, 0),
+        # Another machine: its pids mean nothing here; only a long-untouched file is removed.
+        f".k_mask.nii.gz{TEMP_MARKER}0badc0de-{other_host}-{dead_pid}-x8.nii.gz": (True, 0),
+        f".l_mask.nii.gz{TEMP_MARKER}0badc0de-{other_host}-{dead_pid}-x9.nii.gz": (False, 2 * day),
+        # Executor batches' storage probes: the owner decides, never the age.
+        f"{TEMP_MARKER}0badc0de-{here}-{os.getppid()}-shared": (True, 2 * day),
+        f"{TEMP_MARKER}0badc0de-{here}-{dead_pid}-shared": (False, 0),
+        f"{TEMP_MARKER}0badc0de-{other_host}-{dead_pid}-shared": (True, 30 * day),
     }
-    for name in names:
+    now = time.time()
+    for name, (_, age) in names.items():
         (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (now - age, now - age))
     (tmp_path / f".g{TEMP_MARKER}{dead_pid}-dir").mkdir()  # not a file: kept
-    assert cleanup_temporaries(tmp_path) == 2
+    assert cleanup_temporaries(tmp_path) == 5
     remaining = set(os.listdir(tmp_path))
-    assert remaining == {n for n, kept in names.items() if kept} | {
+    assert remaining == {n for n, (kept, _) in names.items() if kept} | {
         f".g{TEMP_MARKER}{dead_pid}-dir"}
-    assert cleanup_temporaries(tmp_path, include_own=True) == 1
-    assert f".d_mask.nii.gz{TEMP_MARKER}{os.getpid()}-x3.nii.gz" not in os.listdir(tmp_path)
+    # The end of run `mine`: its files go, whoever wrote them; other runs' stay.
+    assert cleanup_temporaries(tmp_path, run=mine) == 1
+    assert f".j_mask.nii.gz{TEMP_MARKER}{mine}-{here}-{os.getpid()}-x7.nii.gz" not in (
+        os.listdir(tmp_path))
 
 
-def test_temporary_names_carry_marker_and_pid(tmp_path: Path,
+def test_temporary_names_carry_marker_run_host_and_pid(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
     real_save = nib.save
@@ -330,7 +348,8 @@ def test_temporary_names_carry_marker_and_pid(tmp_path: Path,
     write(folder / "a.nii.gz", ramp())
     mask_dataset(folder, tmp_path / "out", WINDOW, 1)
     (name,) = seen
-    assert name.startswith(f".a_mask.nii.gz{TEMP_MARKER}{os.getpid()}-")
+    assert re.fullmatch(rf"\.a_mask\.nii\.gz{re.escape(TEMP_MARKER)}[0-9a-f]{{8}}-{HOST_TAG}-"
+                        rf"{os.getpid()}-\w{{8}}\.nii\.gz", name), name
     assert name.endswith(".nii.gz")
     assert os.listdir(tmp_path / "out") == ["a_mask.nii.gz"]
     assert oct((tmp_path / "out" / "a_mask.nii.gz").stat().st_mode & 0o777) == oct(

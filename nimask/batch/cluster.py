@@ -40,7 +40,7 @@ import SimpleITK as sitk
 from .._version import __version__
 from ..exceptions import MissingDependencyError, OutputError, ParameterError, SchedulerError
 from ..io.discovery import output_name
-from ..io.nifti import TEMP_MARKER
+from ..io.tempfiles import Run, cleanup_temporaries, current_run, probe_name, working_for
 from ..records import FileResult
 from .case import failed_result, process_file, reason
 from .pool import usable_cpus
@@ -83,6 +83,7 @@ class RemoteTask:
     submitter: tuple[str, int]
     itk_threads: int = WORKER_ITK_THREADS
     skip_existing: bool = False
+    run_id: str = ""
 
 
 def _worker_name() -> str:
@@ -143,14 +144,26 @@ def run_task(task: RemoteTask) -> FileResult:
             f"output folder not shared with worker {_worker_name()}: {task.output_dir} "
             "(outputs must be on storage every worker shares)",
         )
-    return process_file(task.input_path, task.output_dir, task.settings,
-                        skip_existing=task.skip_existing)
+    probe = task.output_dir / task.probe_name
+
+    def batch_alive() -> str | None:
+        # The batch removes its probe when it ends; a later run removes it once the
+        # submitting process is gone (killed): either way, nobody wants this mask now.
+        return None if probe.exists() else "the batch that submitted this task has ended"
+
+    with working_for(Run(task.run_id or current_run().id, batch_alive)):
+        return process_file(task.input_path, task.output_dir, task.settings,
+                            skip_existing=task.skip_existing)
 
 
 @contextlib.contextmanager
-def _storage_probe(output_dir: Path) -> Iterator[str]:
-    """A hidden empty file in ``output_dir`` that workers look for, removed afterwards."""
-    name = f"{TEMP_MARKER}shared-{uuid.uuid4().hex}"
+def _storage_probe(output_dir: Path, run_id: str) -> Iterator[str]:
+    """A hidden empty file in ``output_dir`` that workers look for, removed afterwards.
+
+    Its name carries the run and this process (:func:`nimask.io.tempfiles.probe_name`):
+    other runs' clean-ups leave it alone while this process runs.
+    """
+    name = probe_name(run_id)
     probe = output_dir / name
     try:
         probe.touch(exist_ok=False)
@@ -161,21 +174,6 @@ def _storage_probe(output_dir: Path) -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
-
-
-def _remove_temporaries(output_dir: Path, inputs: Sequence[Path]) -> None:
-    """Delete temporaries of this batch's masks that a killed worker left behind.
-
-    Only names ``.<mask name>.nimask-tmp-*`` of this batch's outputs are touched,
-    after every task of the batch has ended.
-    """
-    prefixes = tuple(f".{output_name(p)}{TEMP_MARKER}" for p in inputs)
-    with contextlib.suppress(OSError), os.scandir(output_dir) as entries:
-        for entry in entries:
-            if entry.name.startswith(prefixes):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-                logger.info("removed the temporary %s left by a stopped worker", entry.name)
 
 
 def _task_failure(exc: BaseException) -> str:
@@ -200,7 +198,8 @@ def run_on_executor(
     when the loop is left early (e.g. on ``KeyboardInterrupt``).
     """
     abs_out = Path(os.path.abspath(output_dir))
-    with _storage_probe(abs_out) as probe:
+    run_id = current_run().id
+    with _storage_probe(abs_out, run_id) as probe:
         futures: dict[Future[FileResult], int] = {}
         try:
             for i, path in enumerate(inputs):
@@ -217,6 +216,7 @@ def run_on_executor(
                     nimask_version=__version__,
                     submitter=_PROCESS_TOKEN,
                     skip_existing=skip_existing,
+                    run_id=run_id,
                 )
                 futures[executor.submit(run_task, task)] = i
             for future in as_completed(futures):
@@ -232,7 +232,9 @@ def run_on_executor(
         finally:
             for future in futures:
                 future.cancel()
-            _remove_temporaries(abs_out, inputs)
+            # Temporaries of this run's tasks whose worker was killed mid-write; those
+            # of other runs writing to the same folder are left alone.
+            cleanup_temporaries(abs_out, run=run_id)
 
 
 def _import_distributed() -> ModuleType:

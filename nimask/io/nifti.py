@@ -39,6 +39,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..exceptions import InvalidVolumeError, OutputError, VolumeReadError
+from .tempfiles import TEMP_MARKER, cleanup_temporaries, owner_tag, publish_refusal
 
 _inflate: types.ModuleType
 try:  # Intel ISA-L's inflate: the same bytes as zlib's, about twice as fast
@@ -61,9 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Marker in the names of nimask's temporary files
-#: (``.<name>.nimask-tmp-<pid>-XXXX.nii.gz``, ``<pid>`` the writing process).
-TEMP_MARKER = ".nimask-tmp-"
 #: Largest ratio of uncompressed to compressed size deflate can reach (~1032:1),
 #: with margin: a gzip file promising more data than this cannot hold it.
 _MAX_DEFLATE_RATIO = 1100
@@ -570,17 +568,25 @@ def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str) 
 def atomic_write(out_path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file to ``out_path``.
 
-    The temporary file is ``.<name>.nimask-tmp-<pid>-XXXX<suffix>`` in the
-    folder of ``out_path``.  On any exception (``KeyboardInterrupt`` included)
-    it is removed and ``out_path`` is left as it was.  Only a process killed
-    outright (SIGKILL, power loss) can leave it behind; the next run removes
-    it (:func:`cleanup_temporaries`).
+    The temporary file is ``.<name>.nimask-tmp-<run>-<host>-<pid>-XXXXXXXX<suffix>``
+    in the folder of ``out_path`` (owner fields: :mod:`nimask.io.tempfiles`).  On
+    any exception (``KeyboardInterrupt`` included) it is removed and
+    ``out_path`` is left as it was.  Only a process killed outright (SIGKILL,
+    power loss) can leave it behind; the next run removes it once its writer is
+    gone (:func:`cleanup_temporaries`).  Right before the rename the current
+    run's check is asked (:func:`nimask.io.tempfiles.publish_refusal`): a worker
+    whose run has ended removes its temporary and raises instead of publishing.
+
+    Raises
+    ------
+    OutputError
+        The file cannot be written, or the run it was written for has ended.
     """
     out_path = Path(out_path)
     suffix = ".nii.gz" if out_path.name.lower().endswith(".nii.gz") else out_path.suffix
     try:
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{out_path.name}{TEMP_MARKER}{os.getpid()}-", suffix=suffix,
+            prefix=f".{out_path.name}{TEMP_MARKER}{owner_tag()}", suffix=suffix,
             dir=out_path.parent,
         )
     except OSError as exc:
@@ -592,77 +598,13 @@ def atomic_write(out_path: Path, write: Any) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)
+        refusal = publish_refusal()
+        if refusal is not None:
+            raise OutputError(f"{out_path.name} not written: {refusal}")
         os.replace(tmp, out_path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
             raise OutputError(f"cannot write {out_path.name}: {exc.strerror or exc}") from exc
         raise
-
-
-def _temporary_owner(name: str) -> int | None:
-    """The pid in a nimask temporary file name, ``None`` if there is none."""
-    tail = name.rsplit(TEMP_MARKER, 1)[1]
-    pid_text = tail.split("-", 1)[0]
-    return int(pid_text) if pid_text.isdigit() else None
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but belongs to someone else
-        return True
-    try:  # a zombie (killed, not yet reaped) writes nothing any more
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
-
-
-def cleanup_temporaries(folder: str | os.PathLike[str], *, include_own: bool = False) -> int:
-    """Remove nimask temporaries left in ``folder`` by processes that no longer run.
-
-    Only regular files whose name starts with ``.`` and contains
-    :data:`TEMP_MARKER` are considered; one is removed when the process that
-    wrote it (pid in the name) is gone, or when it has no pid.  Temporaries of
-    live processes (another nimask run writing to the same folder) are kept;
-    those of the calling process too unless ``include_own``.
-
-    Returns
-    -------
-    int
-        Number of files removed.
-    """
-    removed = 0
-    own = os.getpid()
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return 0
-    for entry in entries:
-        name = entry.name
-        if not name.startswith(".") or TEMP_MARKER not in name:
-            continue
-        try:
-            if not entry.is_file(follow_symlinks=False):
-                continue
-        except OSError:
-            continue
-        pid = _temporary_owner(name)
-        if pid is not None and (pid != own or not include_own) and (
-            pid == own or _process_alive(pid)
-        ):
-            continue
-        try:
-            os.unlink(entry.path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            logger.warning("cannot remove leftover temporary %s: %s", name, exc.strerror or exc)
-            continue
-        removed += 1
-        logger.info("removed leftover temporary file %s", name)
-    return removed
