@@ -1,0 +1,346 @@
+"""Reading DICOM headers with pydicom: one file -> the images it holds, or why it is skipped.
+
+pydicom is imported lazily (extra ``nimask[dicom]``); :func:`import_pydicom` raises
+:class:`~nimask.exceptions.MissingDependencyError` with the install hint when it is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ...exceptions import MissingDependencyError
+from .model import DicomFrame
+
+__all__ = [
+    "IMAGE_SOP_CLASSES",
+    "FileHeader",
+    "import_highdicom",
+    "import_pydicom",
+    "read_header",
+]
+
+INSTALL_HINT = 'pip install "nimask[dicom]"'
+
+#: SOP classes read as volumes (single-frame and enhanced multi-frame CT, MR, PET).
+IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.128": "Positron Emission Tomography Image Storage",
+    "1.2.840.10008.5.1.4.1.1.128.1": "Legacy Converted Enhanced PET Image Storage",
+    "1.2.840.10008.5.1.4.1.1.130": "Enhanced PET Image Storage",
+}
+_DICOMDIR = "1.2.840.10008.1.3.10"
+#: Series descriptions that name a localizer or scout (matched case-insensitively).
+_LOCALIZER_WORDS = re.compile(
+    r"(localizer|localiser|scout|survey|topogram|scanogram|3[- ]?plane[ _-]?loc)", re.I
+)
+
+
+def _import(name: str, what: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{what} needs the optional package {name!r}: {INSTALL_HINT}"
+        ) from exc
+
+
+def import_pydicom() -> ModuleType:
+    """The ``pydicom`` module, or :class:`MissingDependencyError` with the install hint."""
+    return _import("pydicom", "reading DICOM")
+
+
+def import_highdicom() -> ModuleType:
+    """The ``highdicom`` module, or :class:`MissingDependencyError` with the install hint."""
+    return _import("highdicom", "writing DICOM SEG")
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """What one file holds: its series' identity and its images, or why it is left out.
+
+    ``kind`` is ``"image"`` (``frames`` set), ``"skip"`` (``reason`` set: a
+    localizer, a non-image object), ``"not_dicom"`` or ``"unreadable"``.
+    """
+
+    path: Path
+    kind: str
+    reason: str = ""
+    series_instance_uid: str = ""
+    study_instance_uid: str = ""
+    frame_of_reference_uid: str = ""
+    sop_class_uid: str = ""
+    patient_id: str = ""
+    study_date: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    modality: str = ""
+    frames: tuple[DicomFrame, ...] = ()
+
+
+def _text(ds: Any, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    return " ".join(str(value).split())
+
+
+def _int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _coalesce(*values: float | None) -> float:
+    """The first value that is not ``None`` (the last argument is the default)."""
+    for value in values:
+        if value is not None:
+            return value
+    raise ValueError("no default given")
+
+
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        items = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return tuple(items) if len(items) == n else None
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split("\\"))
+    return tuple(str(v).strip() for v in value)
+
+
+def _first(ds: Any, keyword: str) -> Any:
+    """First item of sequence ``keyword`` of ``ds``, ``None`` when absent or empty."""
+    if ds is None:
+        return None
+    seq = ds.get(keyword)
+    if not seq:
+        return None
+    return seq[0]
+
+
+def _variant(pairs: list[tuple[str, Any]]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for name, value in pairs:
+        if value is None or value == "":
+            continue
+        text = "\\".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+        out.append((name, text))
+    return tuple(out)
+
+
+def _classic_frame(ds: Any, path: Path, transfer_syntax: str) -> DicomFrame:
+    spacing = _floats(ds.get("PixelSpacing"), 2)
+    return DicomFrame(
+        path=path,
+        frame=None,
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        orientation=_floats(ds.get("ImageOrientationPatient"), 6),  # type: ignore[arg-type]
+        pixel_spacing=spacing,  # type: ignore[arg-type]
+        rows=int(ds.get("Rows", 0) or 0),
+        columns=int(ds.get("Columns", 0) or 0),
+        slice_thickness=_float(ds.get("SliceThickness")),
+        rescale_slope=_coalesce(_float(ds.get("RescaleSlope")), 1.0),
+        rescale_intercept=_coalesce(_float(ds.get("RescaleIntercept")), 0.0),
+        instance_number=_int(ds.get("InstanceNumber")),
+        image_type=_strings(ds.get("ImageType")),
+        variant=_variant([
+            ("EchoNumbers", ds.get("EchoNumbers")),
+            ("EchoTime", ds.get("EchoTime")),
+            ("TemporalPositionIdentifier", ds.get("TemporalPositionIdentifier")),
+            ("TriggerTime", ds.get("TriggerTime")),
+            ("DiffusionBValue", ds.get("DiffusionBValue")),
+            ("AcquisitionNumber", ds.get("AcquisitionNumber")),
+            ("ImageType", ds.get("ImageType")),
+        ]),
+        gantry_tilt=_float(ds.get("GantryDetectorTilt")),
+        samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
+        photometric=_text(ds, "PhotometricInterpretation") or "MONOCHROME2",
+        transfer_syntax=transfer_syntax,
+    )
+
+
+def _pick(item: Any, keyword: str) -> Any:
+    """``item.get(keyword)``, ``None`` when ``item`` is ``None``."""
+    return item.get(keyword) if item is not None else None
+
+
+def _enhanced_frames(ds: Any, path: Path, transfer_syntax: str) -> tuple[DicomFrame, ...]:
+    """One :class:`DicomFrame` per frame, geometry from the functional groups.
+
+    Each functional group is taken from the frame's own item of
+    PerFrameFunctionalGroupsSequence, else from SharedFunctionalGroupsSequence.
+    """
+    n = _int(ds.get("NumberOfFrames")) or 1
+    shared = _first(ds, "SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    sop = _text(ds, "SOPInstanceUID")
+    tilt = _float(ds.get("GantryDetectorTilt"))
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = _text(ds, "PhotometricInterpretation") or "MONOCHROME2"
+    image_type = _strings(ds.get("ImageType"))
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = []
+    for k in range(n):
+        item = per_frame[k] if k < len(per_frame) else None
+
+        def group(keyword: str, item: Any = item) -> Any:
+            found = _first(item, keyword)
+            return found if found is not None else _first(shared, keyword)
+
+        position = group("PlanePositionSequence")
+        orientation = group("PlaneOrientationSequence")
+        measures = group("PixelMeasuresSequence")
+        transform = group("PixelValueTransformationSequence")
+        content = group("FrameContentSequence")
+        frame_type = (
+            group("MRImageFrameTypeSequence") or group("CTImageFrameTypeSequence")
+            or group("PETFrameTypeSequence")
+        )
+        echo = group("MREchoSequence")
+        diffusion = group("MRDiffusionSequence")
+        cardiac = group("CardiacSynchronizationSequence")
+        frames.append(DicomFrame(
+            path=path,
+            frame=k,
+            sop_instance_uid=sop,
+            position=_floats(_pick(position, "ImagePositionPatient"), 3),  # type: ignore[arg-type]
+            orientation=_floats(  # type: ignore[arg-type]
+                _pick(orientation, "ImageOrientationPatient"), 6
+            ),
+            pixel_spacing=_floats(_pick(measures, "PixelSpacing"), 2),  # type: ignore[arg-type]
+            rows=rows,
+            columns=columns,
+            slice_thickness=_float(_pick(measures, "SliceThickness")),
+            rescale_slope=_coalesce(
+                _float(_pick(transform, "RescaleSlope")), _float(ds.get("RescaleSlope")), 1.0
+            ),
+            rescale_intercept=_coalesce(
+                _float(_pick(transform, "RescaleIntercept")),
+                _float(ds.get("RescaleIntercept")), 0.0,
+            ),
+            instance_number=k + 1,
+            image_type=_strings(_pick(frame_type, "FrameType")) or image_type,
+            variant=_variant([
+                ("StackID", _pick(content, "StackID")),
+                ("TemporalPositionIndex", _pick(content, "TemporalPositionIndex")),
+                ("EffectiveEchoTime", _pick(echo, "EffectiveEchoTime")),
+                ("DiffusionBValue", _pick(diffusion, "DiffusionBValue")),
+                ("NominalCardiacTriggerDelayTime",
+                 _pick(cardiac, "NominalCardiacTriggerDelayTime")),
+                ("FrameAcquisitionNumber", _pick(content, "FrameAcquisitionNumber")),
+                ("FrameType", _pick(frame_type, "FrameType")),
+            ]),
+            gantry_tilt=tilt,
+            samples_per_pixel=samples,
+            photometric=photometric,
+            transfer_syntax=transfer_syntax,
+        ))
+    return tuple(frames)
+
+
+def _localizer_reason(ds: Any, frames: tuple[DicomFrame, ...]) -> str:
+    types = {t.upper() for t in _strings(ds.get("ImageType"))}
+    for frame in frames:
+        types.update(t.upper() for t in frame.image_type)
+    if "LOCALIZER" in types:
+        return "a localizer/scout (ImageType LOCALIZER)"
+    description = _text(ds, "SeriesDescription")
+    if description and _LOCALIZER_WORDS.search(description):
+        return f"a localizer/scout (SeriesDescription {description!r})"
+    return ""
+
+
+def read_header(path: Path) -> FileHeader:
+    """Read one file's header (pixel data not read) and describe what it holds.
+
+    Never raises for a bad file: a non-DICOM file gives ``kind="not_dicom"``, a
+    DICOM file that cannot be parsed ``kind="unreadable"`` with the error.
+
+    Raises
+    ------
+    MissingDependencyError
+        pydicom is not installed.
+    """
+    pydicom = import_pydicom()
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except pydicom.errors.InvalidDicomError:
+        return FileHeader(path, "not_dicom", "no DICOM preamble")
+    except Exception as exc:  # pydicom raises many types on a damaged file
+        return FileHeader(path, "unreadable", " ".join(str(exc).split()) or type(exc).__name__)
+    try:
+        return _describe(ds, path)
+    except Exception as exc:  # a header with malformed values
+        return FileHeader(path, "unreadable", " ".join(str(exc).split()) or type(exc).__name__)
+
+
+def _describe(ds: Any, path: Path) -> FileHeader:
+    meta = getattr(ds, "file_meta", None)
+    sop_class = _text(ds, "SOPClassUID") or _text(meta, "MediaStorageSOPClassUID")
+    transfer_syntax = _text(meta, "TransferSyntaxUID")
+    identity: dict[str, Any] = {
+        "series_instance_uid": _text(ds, "SeriesInstanceUID"),
+        "study_instance_uid": _text(ds, "StudyInstanceUID"),
+        "frame_of_reference_uid": _text(ds, "FrameOfReferenceUID"),
+        "sop_class_uid": sop_class,
+        "patient_id": _text(ds, "PatientID"),
+        "study_date": _text(ds, "StudyDate"),
+        "series_number": _int(ds.get("SeriesNumber")),
+        "series_description": _text(ds, "SeriesDescription"),
+        "modality": _text(ds, "Modality"),
+    }
+    if sop_class == _DICOMDIR or (meta is not None and _text(meta, "MediaStorageSOPClassUID")
+                                  == _DICOMDIR):
+        return FileHeader(path, "skip", "a DICOMDIR (media index), not an image", **identity)
+    if sop_class not in IMAGE_SOP_CLASSES:
+        name = _uid_name(sop_class)
+        return FileHeader(path, "skip", f"not a CT, MR or PET image ({name})", **identity)
+    if not identity["series_instance_uid"]:
+        return FileHeader(path, "unreadable", "no SeriesInstanceUID", **identity)
+    if "NumberOfFrames" in ds or "PerFrameFunctionalGroupsSequence" in ds:
+        frames = _enhanced_frames(ds, path, transfer_syntax)
+    else:
+        frames = (_classic_frame(ds, path, transfer_syntax),)
+    localizer = _localizer_reason(ds, frames)
+    if localizer:
+        return FileHeader(path, "skip", localizer, **identity)
+    return FileHeader(path, "image", frames=frames, **identity)
+
+
+def _uid_name(uid: str) -> str:
+    if not uid:
+        return "no SOPClassUID"
+    pydicom = import_pydicom()
+    name = str(pydicom.uid.UID(uid).name)
+    return name if name != uid else f"SOP class {uid}"
