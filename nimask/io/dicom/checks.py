@@ -167,13 +167,6 @@ def check_series(series: DicomSeries, *, fill_missing: bool = False) -> SeriesCh
     if len(frames) == 1:
         flags.append("single_image")
         return _refuse(flags, findings, "a single 2D image, not a volume")
-    sizes = {(f.rows, f.columns) for f in frames}
-    spacings = {tuple(round(v, 5) for v in f.pixel_spacing or ()) for f in frames}
-    if len(sizes) > 1 or len(spacings) > 1:
-        flags.append("mixed_geometry")
-        what = (f"{len(sizes)} image sizes" if len(sizes) > 1
-                else f"{len(spacings)} pixel spacings")
-        return _refuse(flags, findings, f"mixed geometry: {what} in one series")
     orientations = _distinct_orientations(frames)
     if len(orientations) > 1:
         flags.append("mixed_orientations")
@@ -182,6 +175,13 @@ def check_series(series: DicomSeries, *, fill_missing: bool = False) -> SeriesCh
             f"in one series (a multi-plane series cannot be one volume)"
         ))
 
+    sizes = {(f.rows, f.columns) for f in frames}
+    spacings = {tuple(round(v, 5) for v in f.pixel_spacing or ()) for f in frames}
+    if len(sizes) > 1 or len(spacings) > 1:
+        flags.append("mixed_geometry")
+        what = (f"{len(sizes)} image sizes" if len(sizes) > 1
+                else f"{len(spacings)} pixel spacings")
+        return _refuse(flags, findings, f"mixed geometry: {what} in one series")
     o = np.asarray(orientations[0], dtype=np.float64)
     row, col = _unit(o[:3]), _unit(o[3:])
     if abs(float(row @ col)) > ORIENTATION_TOLERANCE:
