@@ -106,7 +106,7 @@ def test_gantry_tilt_each_source_pixel_at_its_dicom_position(
     np.testing.assert_allclose(normal, (0, 0.6, 0.8))
     p0 = np.array([-40.0, -70.0, -60.0])
     n = 16
-    positions = [p0 + (0, 0, 2.0 * i) for i in range(n)]
+    positions = [p0 + np.array([0.0, 0.0, 2.0 * i]) for i in range(n)]
     slices = plane_slices(ct, positions, orientation, (60, 90), (1.5, 1.2), thickness=2.0)
     write_series(tmp_path / "tilt", slices, tags={"0018|1120": "36.87"})
     series = _only(tmp_path / "tilt")
@@ -387,7 +387,9 @@ def test_enhanced_legacy_converted_equals_classic(tmp_path: Path, ct: sitk.Image
     (tmp_path / "enh").mkdir()
     enhanced.save_as(tmp_path / "enh" / "multi.dcm")
     series = _only(tmp_path / "enh")
-    assert series.multiframe and len(series.frames) == 12 and len(series.files) == 1
+    assert series.multiframe
+    assert len(series.frames) == 12
+    assert len(series.files) == 1
     assert series.check.action == "read"
     a, _ = read_series(classic)
     b, _ = read_series(series)

@@ -44,7 +44,8 @@ def test_whole_tree_five_series(dicom_dir: Path) -> None:
     assert [len(s.files) for s in scan.series] == [1, 1, 1, 28, 35]
     assert [len(s.frames) for s in scan.series] == [96, 96, 33, 28, 35]
     assert scan.not_dicom == [dicom_dir / "README.md"]
-    assert scan.skipped == [] and scan.unreadable == []
+    assert scan.skipped == []
+    assert scan.unreadable == []
     assert [s.check.action for s in scan.series] == ["read", "read", "read", "resample", "read"]
 
 
@@ -85,7 +86,8 @@ def test_ge_tilted_ct_resampled_on_its_dicom_positions(dicom_dir: Path) -> None:
     # position in slice 28's own pixel lattice (from its ImagePositionPatient alone)
     ipp = np.asarray(last.ImagePositionPatient, dtype=float)
     index = image.TransformPhysicalPointToContinuousIndex(tuple(ipp))
-    assert index[0] == pytest.approx(0, abs=1e-6) and index[2] == pytest.approx(36, abs=1e-6)
+    assert index[0] == pytest.approx(0, abs=1e-6)
+    assert index[2] == pytest.approx(36, abs=1e-6)
     dy = float(last.PixelSpacing[0])
     node_rows = np.array([image.TransformIndexToPhysicalPoint((0, y, 36)) for y in range(611)])
     k = (node_rows - ipp) @ col / dy  # row coordinate of each node in slice 28
@@ -108,7 +110,8 @@ def test_ge_tilted_ct_resampled_on_its_dicom_positions(dicom_dir: Path) -> None:
 def test_sagittal_t1_equals_simpleitk_reader(dicom_dir: Path) -> None:
     folder = dicom_dir / "mr_t1_sag_siemens_hfs"
     (series,) = find_series(folder).series
-    assert series.check.action == "read" and series.check.flags == ()
+    assert series.check.action == "read"
+    assert series.check.flags == ()
     image, notes = read_series(series)
     assert notes == []
     reference = _sitk_series(folder)
@@ -133,7 +136,9 @@ def test_enhanced_t1w_same_voxels_as_simpleitk(
     voxels at the same physical points."""
     scan = find_series(dicom_dir / folder)
     series = next(s for s in scan.series if s.series_number == number)
-    assert series.multiframe and series.check.action == "read" and series.check.flags == ()
+    assert series.multiframe
+    assert series.check.action == "read"
+    assert series.check.flags == ()
     image, _ = read_series(series)
     reference = sitk.ReadImage(str(series.files[0]))
     assert image.GetSize() == reference.GetSize() == (128, 128, 96)
