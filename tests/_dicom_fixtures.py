@@ -69,6 +69,7 @@ def write_series(
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or new_uid()
     writer = sitk.ImageFileWriter()
+    writer.SetImageIO("GDCMImageIO")  # DICOM whatever the file name (often none)
     writer.KeepOriginalImageUIDOn()
     if compressor:
         writer.SetUseCompression(True)

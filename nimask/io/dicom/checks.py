@@ -284,7 +284,7 @@ def check_series(series: DicomSeries, *, fill_missing: bool = False) -> SeriesCh
         "order": order,
         "offsets": tuple(float(v) for v in d),
         "normal": tuple(float(v) for v in normal),
-        "step": step if not uniform else regular,
+        "step": float(step if not uniform else regular),
         "tilt_degrees": tilt if sheared else 0.0,
         "shear_mm": shear if sheared else 0.0,
     }
