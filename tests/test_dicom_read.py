@@ -24,7 +24,7 @@ from _dicom_fixtures import (
 )
 from conftest import OBLIQUE
 
-from nimask.exceptions import DicomSeriesError
+from nimask.exceptions import DicomSeriesError, VolumeReadError
 from nimask.io.dicom import check_series, find_series, read_series
 
 pytest.importorskip("pydicom")
@@ -403,3 +403,40 @@ def test_check_series_is_what_find_series_stored(tmp_path: Path, ct: sitk.Image)
     write_series(tmp_path / "s", _axial_slices(ct, n=8))
     series = _only(tmp_path / "s")
     assert check_series(series) == series.check
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_stored_bits_below_allocated_read_as_pydicom_decodes(tmp_path: Path, signed: bool) -> None:
+    """12 stored bits in 16 with junk in the 4 high bits: nimask's direct read of the
+    values masks (unsigned) or sign-extends (signed) them exactly as pydicom does."""
+    pydicom = pytest.importorskip("pydicom")
+    rng = np.random.default_rng(3)
+    low, high = (-2048, 2048) if signed else (0, 4096)
+    slices = [Slice(np.zeros((6, 9), np.int16), (0.0, 0.0, 1.5 * i), AXIAL, (1.0, 1.0))
+              for i in range(4)]
+    paths = write_series(tmp_path / "bits", slices)
+    expected = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        values = rng.integers(low, high, size=(6, 9))
+        junk = rng.integers(0, 16, size=(6, 9)) << 12
+        raw = ((values & 0x0FFF) | junk).astype(np.uint16)
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, int(signed)
+        ds.RescaleIntercept, ds.RescaleSlope = -1000, 1
+        ds.PixelData = raw.tobytes()
+        ds.save_as(path)
+        decoded = pydicom.dcmread(path).pixel_array
+        np.testing.assert_array_equal(decoded, values)  # pydicom: the 12-bit values
+        expected.append(decoded.astype(np.float32) - 1000)
+    image, _ = read_series(_only(tmp_path / "bits"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), np.stack(expected))
+
+
+def test_truncated_pixel_data_is_a_read_error(tmp_path: Path) -> None:
+    slices = [Slice(np.full((20, 20), 7, np.int16), (0.0, 0.0, 2.0 * i), AXIAL, (1.0, 1.0))
+              for i in range(3)]
+    paths = write_series(tmp_path / "cut", slices)
+    series = _only(tmp_path / "cut")
+    paths[1].write_bytes(paths[1].read_bytes()[:-100])
+    with pytest.raises(VolumeReadError, match=r"IM0002.dcm: pixel data truncated \(350 of 400 values"):
+        read_series(series)

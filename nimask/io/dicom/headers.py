@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 from ...exceptions import MissingDependencyError
 from .model import DicomFrame
@@ -158,7 +159,18 @@ def _variant(pairs: list[tuple[str, Any]]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _classic_frame(ds: Any, path: Path, transfer_syntax: str) -> DicomFrame:
+def _layout(ds: Any, pixel_offset: int) -> dict[str, int]:
+    """Where and how the stored values lie in the file."""
+    allocated = int(ds.get("BitsAllocated", 16) or 16)
+    return {
+        "pixel_offset": pixel_offset,
+        "bits_allocated": allocated,
+        "bits_stored": int(ds.get("BitsStored", allocated) or allocated),
+        "pixel_representation": int(ds.get("PixelRepresentation", 0) or 0),
+    }
+
+
+def _classic_frame(ds: Any, path: Path, transfer_syntax: str, pixel_offset: int) -> DicomFrame:
     spacing = _floats(ds.get("PixelSpacing"), 2)
     return DicomFrame(
         path=path,
@@ -187,6 +199,7 @@ def _classic_frame(ds: Any, path: Path, transfer_syntax: str) -> DicomFrame:
         samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
         photometric=_text(ds, "PhotometricInterpretation") or "MONOCHROME2",
         transfer_syntax=transfer_syntax,
+        **_layout(ds, pixel_offset),
     )
 
 
@@ -195,7 +208,9 @@ def _pick(item: Any, keyword: str) -> Any:
     return item.get(keyword) if item is not None else None
 
 
-def _enhanced_frames(ds: Any, path: Path, transfer_syntax: str) -> tuple[DicomFrame, ...]:
+def _enhanced_frames(
+    ds: Any, path: Path, transfer_syntax: str, pixel_offset: int
+) -> tuple[DicomFrame, ...]:
     """One :class:`DicomFrame` per frame, geometry from the functional groups.
 
     Each functional group is taken from the frame's own item of
@@ -210,6 +225,7 @@ def _enhanced_frames(ds: Any, path: Path, transfer_syntax: str) -> tuple[DicomFr
     photometric = _text(ds, "PhotometricInterpretation") or "MONOCHROME2"
     image_type = _strings(ds.get("ImageType"))
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    layout = _layout(ds, pixel_offset)
     frames = []
     for k in range(n):
         item = per_frame[k] if k < len(per_frame) else None
@@ -265,6 +281,7 @@ def _enhanced_frames(ds: Any, path: Path, transfer_syntax: str) -> tuple[DicomFr
             samples_per_pixel=samples,
             photometric=photometric,
             transfer_syntax=transfer_syntax,
+            **layout,
         ))
     return tuple(frames)
 
@@ -294,18 +311,59 @@ def read_header(path: Path) -> FileHeader:
     """
     pydicom = import_pydicom()
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            pixel_offset = _pixel_offset(fh, ds)
     except pydicom.errors.InvalidDicomError:
         return FileHeader(path, "not_dicom", "no DICOM preamble")
     except Exception as exc:  # pydicom raises many types on a damaged file
         return FileHeader(path, "unreadable", " ".join(str(exc).split()) or type(exc).__name__)
     try:
-        return _describe(ds, path)
+        return _describe(ds, path, pixel_offset)
     except Exception as exc:  # a header with malformed values
         return FileHeader(path, "unreadable", " ".join(str(exc).split()) or type(exc).__name__)
 
 
-def _describe(ds: Any, path: Path) -> FileHeader:
+#: Explicit-VR elements with a 4-byte length (2 reserved bytes after the VR).
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
+
+
+def _pixel_offset(fh: BinaryIO, ds: Any) -> int:
+    """Offset of the first stored value when the pixel data follow uncompressed, else -1.
+
+    ``fh`` stands where pydicom stopped (``stop_before_pixels``): at the Pixel
+    Data element's tag, whose header is decoded here.
+    """
+    pydicom = import_pydicom()
+    syntax = _text(getattr(ds, "file_meta", None), "TransferSyntaxUID")
+    if not syntax:
+        return -1
+    uid = pydicom.uid.UID(syntax)
+    if uid.is_compressed or uid == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return -1
+    start = fh.tell()
+    head = fh.read(12)
+    if len(head) < 8:
+        return -1
+    order = "<" if uid.is_little_endian else ">"
+    group, element = struct.unpack(order + "HH", head[:4])
+    if (group, element) != (0x7FE0, 0x0010):
+        return -1
+    if uid.is_implicit_VR:
+        (length,) = struct.unpack(order + "I", head[4:8])
+        offset = start + 8
+    elif head[4:6] in _LONG_VRS:
+        if len(head) < 12:
+            return -1
+        (length,) = struct.unpack(order + "I", head[8:12])
+        offset = start + 12
+    else:
+        (length,) = struct.unpack(order + "H", head[6:8])
+        offset = start + 8
+    return -1 if length == 0xFFFFFFFF else offset
+
+
+def _describe(ds: Any, path: Path, pixel_offset: int = -1) -> FileHeader:
     meta = getattr(ds, "file_meta", None)
     sop_class = _text(ds, "SOPClassUID") or _text(meta, "MediaStorageSOPClassUID")
     transfer_syntax = _text(meta, "TransferSyntaxUID")
@@ -329,9 +387,9 @@ def _describe(ds: Any, path: Path) -> FileHeader:
     if not identity["series_instance_uid"]:
         return FileHeader(path, "unreadable", "no SeriesInstanceUID", **identity)
     if "NumberOfFrames" in ds or "PerFrameFunctionalGroupsSequence" in ds:
-        frames = _enhanced_frames(ds, path, transfer_syntax)
+        frames = _enhanced_frames(ds, path, transfer_syntax, pixel_offset)
     else:
-        frames = (_classic_frame(ds, path, transfer_syntax),)
+        frames = (_classic_frame(ds, path, transfer_syntax, pixel_offset),)
     localizer = _localizer_reason(ds, frames)
     if localizer:
         return FileHeader(path, "skip", localizer, **identity)

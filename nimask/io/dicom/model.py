@@ -59,6 +59,11 @@ class DicomFrame:
         PhotometricInterpretation.
     transfer_syntax : str
         The file's TransferSyntaxUID.
+    pixel_offset : int
+        Byte offset of the file's first pixel value when the pixel data are
+        native (uncompressed), else -1.
+    bits_allocated, bits_stored, pixel_representation : int
+        How each stored value is laid out (PixelRepresentation 1: signed).
     """
 
     path: Path
@@ -79,6 +84,10 @@ class DicomFrame:
     samples_per_pixel: int = 1
     photometric: str = "MONOCHROME2"
     transfer_syntax: str = ""
+    pixel_offset: int = -1
+    bits_allocated: int = 16
+    bits_stored: int = 16
+    pixel_representation: int = 0
 
     @property
     def key(self) -> tuple[str, int | None]:

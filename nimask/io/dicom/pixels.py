@@ -33,6 +33,48 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+#: Native transfer syntaxes read straight from the file: byte order of the values.
+_NATIVE = {
+    "1.2.840.10008.1.2": "<",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1": "<",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.2": ">",  # Explicit VR Big Endian (retired)
+}
+
+
+def _read_native(path: Path, frame: DicomFrame, n_frames: int) -> npt.NDArray[Any] | None:
+    """Stored values of the first ``n_frames`` frames read at their offset, or ``None``.
+
+    Only for uncompressed 8/16/32-bit grey-scale data whose offset the header
+    reader found; values with unused high bits (BitsStored < BitsAllocated) are
+    masked (unsigned) or sign-extended (signed), as pydicom does.
+    """
+    order = _NATIVE.get(frame.transfer_syntax)
+    if (order is None or frame.pixel_offset < 0 or frame.samples_per_pixel != 1
+            or frame.bits_allocated not in (8, 16, 32)
+            or not 0 < frame.bits_stored <= frame.bits_allocated):
+        return None
+    signed = frame.pixel_representation == 1
+    dtype = np.dtype(f"{order}{'i' if signed else 'u'}{frame.bits_allocated // 8}")
+    count = n_frames * frame.rows * frame.columns
+    try:
+        data = np.fromfile(path, dtype=dtype, count=count, offset=frame.pixel_offset)
+    except OSError as exc:
+        raise VolumeReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if data.size < count:
+        raise VolumeReadError(
+            f"{path.name}: pixel data truncated ({data.size} of {count} values present)"
+        )
+    data = data.astype(dtype.newbyteorder("="), copy=False).reshape(
+        n_frames, frame.rows, frame.columns)
+    unused = frame.bits_allocated - frame.bits_stored
+    if unused:
+        if signed:
+            data = (data << unused) >> unused  # arithmetic shift: sign from bit BitsStored-1
+        else:
+            data = data & np.array((1 << frame.bits_stored) - 1, dtype=data.dtype)
+    return data
+
+
 def _decode(path: Path) -> npt.NDArray[Any]:
     """Stored values of every frame of ``path``: (rows, cols) or (frames, rows, cols)."""
     pydicom = import_pydicom()
@@ -90,8 +132,10 @@ def load_frames(frames: Sequence[DicomFrame]) -> npt.NDArray[np.float32]:
         by_file.setdefault(frame.path, []).append(i)
     for path, indices in by_file.items():
         first = frames[indices[0]]
+        n_frames = max((frames[i].frame or 0) for i in indices) + 1
+        native = _read_native(path, first, n_frames)
         try:
-            stored = _decode(path)
+            stored = native if native is not None else _decode(path)
         except OSError as exc:
             raise VolumeReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
         except Exception as exc:  # no decoder, or damaged data: pydicom raises many types
