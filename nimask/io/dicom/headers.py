@@ -88,10 +88,69 @@ class FileHeader:
     frames: tuple[DicomFrame, ...] = ()
 
 
+#: Value representations held as plain ASCII: decoded here, without pydicom's conversion.
+_ASCII_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"}
+#: Binary numbers: struct format code per value representation.
+_BINARY_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+_TAGS: dict[str, int] = {}
+
+
+def _tag(keyword: str) -> int:
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        found = import_pydicom().datadict.tag_for_keyword(keyword)
+        if found is None:
+            raise KeyError(f"unknown DICOM keyword {keyword!r}")
+        tag = _TAGS[keyword] = int(found)
+    return tag
+
+
+def _get(ds: Any, keyword: str, default: Any = None) -> Any:
+    """The value of ``keyword`` in ``ds`` (``default`` when absent or empty).
+
+    Header reading is dominated by pydicom's per-element value conversion, so
+    ASCII values (UIDs, codes, decimal and integer strings, dates) and binary
+    numbers are decoded here from the raw element: a str, or a list of str for
+    several values; a number or a list of numbers.  Text in the dataset's
+    character set (LO, SH, PN, ...) and sequences go through pydicom.
+    """
+    if ds is None:
+        return default
+    pydicom = import_pydicom()
+    tag = _tag(keyword)
+    elem = ds.get_item(tag)
+    if elem is None:
+        return default
+    if not isinstance(elem, pydicom.dataelem.RawDataElement):
+        value = elem.value
+        return default if value is None or value == "" else value
+    raw = elem.value
+    if not raw:
+        return default
+    vr = elem.VR or pydicom.datadict.dictionary_VR(tag)
+    if vr in _ASCII_VRS:
+        text = raw.decode("ascii", "replace").strip("\x00 ")
+        if not text:
+            return default
+        return [part.strip("\x00 ") for part in text.split("\\")] if "\\" in text else text
+    code = _BINARY_VRS.get(vr)
+    if code is not None:
+        size = struct.calcsize(code)
+        order = "<" if elem.is_little_endian else ">"
+        values = struct.unpack(f"{order}{len(raw) // size}{code}", raw[: len(raw) // size * size])
+        if not values:
+            return default
+        return values[0] if len(values) == 1 else list(values)
+    value = ds[tag].value
+    return default if value is None or value == "" else value
+
+
 def _text(ds: Any, keyword: str) -> str:
-    value = ds.get(keyword)
+    value = _get(ds, keyword)
     if value is None:
         return ""
+    if isinstance(value, list):
+        value = "\\".join(str(v) for v in value)
     return " ".join(str(value).split())
 
 
@@ -143,7 +202,7 @@ def _first(ds: Any, keyword: str) -> Any:
     """First item of sequence ``keyword`` of ``ds``, ``None`` when absent or empty."""
     if ds is None:
         return None
-    seq = ds.get(keyword)
+    seq = _get(ds, keyword)
     if not seq:
         return None
     return seq[0]
@@ -161,42 +220,42 @@ def _variant(pairs: list[tuple[str, Any]]) -> tuple[tuple[str, str], ...]:
 
 def _layout(ds: Any, pixel_offset: int) -> dict[str, int]:
     """Where and how the stored values lie in the file."""
-    allocated = int(ds.get("BitsAllocated", 16) or 16)
+    allocated = int(_get(ds, "BitsAllocated", 16) or 16)
     return {
         "pixel_offset": pixel_offset,
         "bits_allocated": allocated,
-        "bits_stored": int(ds.get("BitsStored", allocated) or allocated),
-        "pixel_representation": int(ds.get("PixelRepresentation", 0) or 0),
+        "bits_stored": int(_get(ds, "BitsStored", allocated) or allocated),
+        "pixel_representation": int(_get(ds, "PixelRepresentation", 0) or 0),
     }
 
 
 def _classic_frame(ds: Any, path: Path, transfer_syntax: str, pixel_offset: int) -> DicomFrame:
-    spacing = _floats(ds.get("PixelSpacing"), 2)
+    spacing = _floats(_get(ds, "PixelSpacing"), 2)
     return DicomFrame(
         path=path,
         frame=None,
         sop_instance_uid=_text(ds, "SOPInstanceUID"),
-        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
-        orientation=_floats(ds.get("ImageOrientationPatient"), 6),  # type: ignore[arg-type]
+        position=_floats(_get(ds, "ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        orientation=_floats(_get(ds, "ImageOrientationPatient"), 6),  # type: ignore[arg-type]
         pixel_spacing=spacing,  # type: ignore[arg-type]
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
-        slice_thickness=_float(ds.get("SliceThickness")),
-        rescale_slope=_coalesce(_float(ds.get("RescaleSlope")), 1.0),
-        rescale_intercept=_coalesce(_float(ds.get("RescaleIntercept")), 0.0),
-        instance_number=_int(ds.get("InstanceNumber")),
-        image_type=_strings(ds.get("ImageType")),
+        rows=int(_get(ds, "Rows", 0) or 0),
+        columns=int(_get(ds, "Columns", 0) or 0),
+        slice_thickness=_float(_get(ds, "SliceThickness")),
+        rescale_slope=_coalesce(_float(_get(ds, "RescaleSlope")), 1.0),
+        rescale_intercept=_coalesce(_float(_get(ds, "RescaleIntercept")), 0.0),
+        instance_number=_int(_get(ds, "InstanceNumber")),
+        image_type=_strings(_get(ds, "ImageType")),
         variant=_variant([
-            ("EchoNumbers", ds.get("EchoNumbers")),
-            ("EchoTime", ds.get("EchoTime")),
-            ("TemporalPositionIdentifier", ds.get("TemporalPositionIdentifier")),
-            ("TriggerTime", ds.get("TriggerTime")),
-            ("DiffusionBValue", ds.get("DiffusionBValue")),
-            ("AcquisitionNumber", ds.get("AcquisitionNumber")),
-            ("ImageType", ds.get("ImageType")),
+            ("EchoNumbers", _get(ds, "EchoNumbers")),
+            ("EchoTime", _get(ds, "EchoTime")),
+            ("TemporalPositionIdentifier", _get(ds, "TemporalPositionIdentifier")),
+            ("TriggerTime", _get(ds, "TriggerTime")),
+            ("DiffusionBValue", _get(ds, "DiffusionBValue")),
+            ("AcquisitionNumber", _get(ds, "AcquisitionNumber")),
+            ("ImageType", _get(ds, "ImageType")),
         ]),
-        gantry_tilt=_float(ds.get("GantryDetectorTilt")),
-        samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
+        gantry_tilt=_float(_get(ds, "GantryDetectorTilt")),
+        samples_per_pixel=int(_get(ds, "SamplesPerPixel", 1) or 1),
         photometric=_text(ds, "PhotometricInterpretation") or "MONOCHROME2",
         transfer_syntax=transfer_syntax,
         **_layout(ds, pixel_offset),
@@ -205,7 +264,7 @@ def _classic_frame(ds: Any, path: Path, transfer_syntax: str, pixel_offset: int)
 
 def _pick(item: Any, keyword: str) -> Any:
     """``item.get(keyword)``, ``None`` when ``item`` is ``None``."""
-    return item.get(keyword) if item is not None else None
+    return _get(item, keyword)
 
 
 def _enhanced_frames(
@@ -216,15 +275,15 @@ def _enhanced_frames(
     Each functional group is taken from the frame's own item of
     PerFrameFunctionalGroupsSequence, else from SharedFunctionalGroupsSequence.
     """
-    n = _int(ds.get("NumberOfFrames")) or 1
+    n = _int(_get(ds, "NumberOfFrames")) or 1
     shared = _first(ds, "SharedFunctionalGroupsSequence")
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence") or []
     sop = _text(ds, "SOPInstanceUID")
-    tilt = _float(ds.get("GantryDetectorTilt"))
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    tilt = _float(_get(ds, "GantryDetectorTilt"))
+    samples = int(_get(ds, "SamplesPerPixel", 1) or 1)
     photometric = _text(ds, "PhotometricInterpretation") or "MONOCHROME2"
-    image_type = _strings(ds.get("ImageType"))
-    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    image_type = _strings(_get(ds, "ImageType"))
+    rows, columns = int(_get(ds, "Rows", 0) or 0), int(_get(ds, "Columns", 0) or 0)
     layout = _layout(ds, pixel_offset)
     frames = []
     for k in range(n):
@@ -259,11 +318,11 @@ def _enhanced_frames(
             columns=columns,
             slice_thickness=_float(_pick(measures, "SliceThickness")),
             rescale_slope=_coalesce(
-                _float(_pick(transform, "RescaleSlope")), _float(ds.get("RescaleSlope")), 1.0
+                _float(_pick(transform, "RescaleSlope")), _float(_get(ds, "RescaleSlope")), 1.0
             ),
             rescale_intercept=_coalesce(
                 _float(_pick(transform, "RescaleIntercept")),
-                _float(ds.get("RescaleIntercept")), 0.0,
+                _float(_get(ds, "RescaleIntercept")), 0.0,
             ),
             instance_number=k + 1,
             image_type=_strings(_pick(frame_type, "FrameType")) or image_type,
@@ -287,7 +346,7 @@ def _enhanced_frames(
 
 
 def _localizer_reason(ds: Any, frames: tuple[DicomFrame, ...]) -> str:
-    types = {t.upper() for t in _strings(ds.get("ImageType"))}
+    types = {t.upper() for t in _strings(_get(ds, "ImageType"))}
     for frame in frames:
         types.update(t.upper() for t in frame.image_type)
     if "LOCALIZER" in types:
@@ -374,7 +433,7 @@ def _describe(ds: Any, path: Path, pixel_offset: int = -1) -> FileHeader:
         "sop_class_uid": sop_class,
         "patient_id": _text(ds, "PatientID"),
         "study_date": _text(ds, "StudyDate"),
-        "series_number": _int(ds.get("SeriesNumber")),
+        "series_number": _int(_get(ds, "SeriesNumber")),
         "series_description": _text(ds, "SeriesDescription"),
         "modality": _text(ds, "Modality"),
     }
