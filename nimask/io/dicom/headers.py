@@ -55,9 +55,15 @@ def _import(name: str, what: str) -> ModuleType:
         ) from exc
 
 
+_pydicom: ModuleType | None = None
+
+
 def import_pydicom() -> ModuleType:
     """The ``pydicom`` module, or :class:`MissingDependencyError` with the install hint."""
-    return _import("pydicom", "reading DICOM")
+    global _pydicom
+    if _pydicom is None:
+        _pydicom = _import("pydicom", "reading DICOM")
+    return _pydicom
 
 
 def import_highdicom() -> ModuleType:

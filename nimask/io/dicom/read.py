@@ -140,37 +140,53 @@ def read_series(
     return image, notes
 
 
-def _shift_axis(
-    arr: npt.NDArray[np.float32], t: float, n_out: int, axis: int
-) -> npt.NDArray[np.float32]:
-    """Linear interpolation: ``out[A] = arr[A + t]`` along ``axis``, NaN outside ``arr``."""
+def _taps(t: float, length: int, n_out: int) -> tuple[int, float, int, int]:
+    """Linear interpolation ``out[A] = src[A + t]``: (base, frac, lo, hi).
+
+    ``src[A + t] = src[A + base] + frac * (src[A + base + 1] - src[A + base])``;
+    outputs ``lo <= A < hi`` lie inside the ``length`` source samples.
+    """
     base = math.floor(t)
     frac = t - base
     if frac < _SNAP:
         frac = 0.0
     elif frac > 1 - _SNAP:
         base, frac = base + 1, 0.0
-    length = arr.shape[axis]
-    shape = list(arr.shape)
-    shape[axis] = n_out
-    out = np.full(shape, np.nan, dtype=np.float32)
-    # output A is valid when base + A >= 0 and base + A (+1 if frac) <= length - 1
     lo = max(0, -base)
     hi = min(n_out, length - base - (1 if frac else 0))
-    if hi <= lo:
-        return out
-    src = [slice(None)] * arr.ndim
-    dst = [slice(None)] * arr.ndim
-    dst[axis] = slice(lo, hi)
-    src[axis] = slice(lo + base, hi + base)
-    if frac == 0.0:
-        out[tuple(dst)] = arr[tuple(src)]
-        return out
-    nxt = [slice(None)] * arr.ndim
-    nxt[axis] = slice(lo + base + 1, hi + base + 1)
-    a = arr[tuple(src)]
-    out[tuple(dst)] = a + np.float32(frac) * (arr[tuple(nxt)] - a)  # exact where equal
-    return out
+    return base, frac, lo, max(lo, hi)
+
+
+Rect = tuple[int, int, int, int]
+
+
+def _shift_plane(
+    image: npt.NDArray[np.float32], t_row: float, t_col: float, n_rows: int, n_cols: int
+) -> tuple[npt.NDArray[np.float32], Rect]:
+    """``out[B, A] = image[B + t_row, A + t_col]`` (bilinear) and the rectangle where it holds.
+
+    Outside the rectangle (rows r0:r1, columns c0:c1) the output is undefined.
+    """
+    rows, cols = image.shape
+    bc, fc, c0, c1 = _taps(t_col, cols, n_cols)
+    br, fr, r0, r1 = _taps(t_row, rows, n_rows)
+    out = np.empty((n_rows, n_cols), dtype=np.float32)
+    if c1 <= c0 or r1 <= r0:
+        return out, (0, 0, 0, 0)
+    # columns first, on the source rows the row step needs
+    src_rows = slice(r0 + br, r1 + br + (1 if fr else 0))
+    left = image[src_rows, c0 + bc:c1 + bc]
+    if fc:
+        right = image[src_rows, c0 + bc + 1:c1 + bc + 1]
+        moved = left + np.float32(fc) * (right - left)  # exact where equal
+    else:
+        moved = left
+    if fr:
+        top, bottom = moved[:-1], moved[1:]
+        out[r0:r1, c0:c1] = top + np.float32(fr) * (bottom - top)
+    else:
+        out[r0:r1, c0:c1] = moved
+    return out, (r0, r1, c0, c1)
 
 
 def _resample(
@@ -186,6 +202,8 @@ def _resample(
     (j + shift_cols[i], k + shift_rows[i]) of the first slice's lattice and at
     ``offsets[i]`` along the normal.  Returns the (z, y, x) array, the output's
     first (column, row) in that lattice, and the spacing along the normal.
+    Nodes that a slice they are interpolated from does not hold get the
+    lowest value of ``data``.
     """
     n, rows, cols = data.shape
     col0 = math.floor(float(shift_cols.min()) + _SNAP)
@@ -196,15 +214,15 @@ def _resample(
     extent = float(offsets[-1] - offsets[0])
     n_out = max(2, round(extent / step) + 1) if step > 0 else n
     dz = extent / (n_out - 1)
-    fill = np.float32(np.nanmin(data))
-    cache: dict[int, npt.NDArray[np.float32]] = {}
+    fill = np.float32(data.min())
+    cache: dict[int, tuple[npt.NDArray[np.float32], Rect]] = {}
 
-    def plane(i: int) -> npt.NDArray[np.float32]:
+    def plane(i: int) -> tuple[npt.NDArray[np.float32], Rect]:
         if i not in cache:
             if len(cache) > 2:
                 cache.pop(min(cache))
-            moved = _shift_axis(data[i], col0 - float(shift_cols[i]), n_cols, axis=1)
-            cache[i] = _shift_axis(moved, row0 - float(shift_rows[i]), n_rows, axis=0)
+            cache[i] = _shift_plane(data[i], row0 - float(shift_rows[i]),
+                                    col0 - float(shift_cols[i]), n_rows, n_cols)
         return cache[i]
 
     out = np.empty((n_out, n_rows, n_cols), dtype=np.float32)
@@ -212,13 +230,21 @@ def _resample(
         z = offsets[0] + k * dz
         i = int(np.clip(np.searchsorted(offsets, z, side="right") - 1, 0, n - 2))
         w = float((z - offsets[i]) / (offsets[i + 1] - offsets[i]))
-        if w < _SNAP:
-            values = plane(i).copy()
-        elif w > 1 - _SNAP:
-            values = plane(i + 1).copy()
-        else:
-            below = plane(i)
-            values = below + np.float32(w) * (plane(i + 1) - below)
-        np.nan_to_num(values, copy=False, nan=fill)
-        out[k] = values
+        target = out[k]
+        if w < _SNAP or w > 1 - _SNAP:
+            values, (r0, r1, c0, c1) = plane(i if w < _SNAP else i + 1)
+            region = slice(r0, r1), slice(c0, c1)
+            if r1 - r0 < n_rows or c1 - c0 < n_cols:
+                target.fill(fill)
+            target[region] = values[region]
+            continue
+        below, (a0, a1, a2, a3) = plane(i)
+        above, (b0, b1, b2, b3) = plane(i + 1)
+        r0, r1, c0, c1 = max(a0, b0), min(a1, b1), max(a2, b2), min(a3, b3)
+        if r1 - r0 < n_rows or c1 - c0 < n_cols:
+            target.fill(fill)
+        if r1 > r0 and c1 > c0:
+            region = slice(r0, r1), slice(c0, c1)
+            lower = below[region]
+            target[region] = lower + np.float32(w) * (above[region] - lower)
     return out, (col0, row0), dz
