@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("shared data not found (NIMASK_SHARED_DATA): only --files is measured")
         times: dict[str, dict[str, list[float]]] = {k: {"sitk": [], "nimask": []} for k in inputs}
-        for name, folder in inputs.items():  # warm-up: page cache, imports
+        for folder in inputs.values():  # warm-up: page cache, imports
             _sitk_read(folder)
             _nimask_read(folder)
         for _ in range(args.rounds):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from dataclasses import replace
@@ -72,6 +73,28 @@ def test_tree_sorted_into_series_skipped_and_not_dicom(tmp_path: Path) -> None:
     assert [p for p, _ in scan.unreadable] == [truncated]
     assert len(scan.notes) == 5
     assert scan.notes[-1] == "1 file(s) that are not DICOM ignored"
+
+
+def test_series_records_survive_pickling(tmp_path: Path) -> None:
+    """Worker processes receive series records: they pickle and compare equal."""
+    write_series(tmp_path / "s", _slices(), description="head")
+    (series,) = find_series(tmp_path / "s").series
+    copy = pickle.loads(pickle.dumps(series))
+    assert copy == series
+    assert copy.check == series.check
+
+
+def test_series_without_geometry_refused(tmp_path: Path) -> None:
+    paths = write_series(tmp_path / "s", _slices())
+    ds = pydicom.dcmread(paths[2])
+    del ds.ImagePositionPatient
+    ds.save_as(paths[2])
+    (series,) = find_series(tmp_path / "s").series
+    assert series.check.flags == ("no_geometry",)
+    assert series.check.reason == (
+        "1 image(s) lack ImagePositionPatient, ImageOrientationPatient, PixelSpacing, "
+        "Rows or Columns (e.g. IM0003.dcm)"
+    )
 
 
 def test_single_file_and_list_of_sources(tmp_path: Path) -> None:

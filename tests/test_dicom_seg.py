@@ -11,6 +11,7 @@ from _dicom_fixtures import axes, ct_volume, plane_slices, write_series
 from conftest import OBLIQUE
 
 from nimask._version import __version__
+from nimask.core.pipeline import brain_mask
 from nimask.exceptions import DicomSeriesError, ParameterError
 from nimask.io.dicom import DicomSeries, find_series, read_series, write_seg
 
@@ -166,7 +167,7 @@ def test_seg_over_the_tilted_ct_lies_on_the_acquired_slices(
     folder = shared_data / "dicom" / "ct_head_ge_tilt"
     (series,) = find_series(folder).series
     image, _ = read_series(series)
-    mask = sitk.Cast(image > -200, sitk.sitkUInt8)
+    mask = brain_mask(image, preset="ct-head")  # nimask's own head mask, end to end
     out = write_seg(mask, series, tmp_path / "head.dcm", kind="head")
     seg = hd.seg.segread(out)
     _check_segment(seg, "Head", "69536005")

@@ -157,12 +157,14 @@ def check_series(series: DicomSeries, *, fill_missing: bool = False) -> SeriesCh
         return _refuse(flags, findings, f"colour images ({f0.photometric}, "
                        f"{f0.samples_per_pixel} samples per pixel), not a grey-scale scan")
     missing_geometry = [f for f in frames
-                        if f.position is None or f.orientation is None or f.pixel_spacing is None]
+                        if f.position is None or f.orientation is None or f.pixel_spacing is None
+                        or f.rows <= 0 or f.columns <= 0]
     if missing_geometry:
         flags.append("no_geometry")
         return _refuse(flags, findings, (
             f"{len(missing_geometry)} image(s) lack ImagePositionPatient, "
-            f"ImageOrientationPatient or PixelSpacing (e.g. {missing_geometry[0].describe()})"
+            f"ImageOrientationPatient, PixelSpacing, Rows or Columns "
+            f"(e.g. {missing_geometry[0].describe()})"
         ))
     if len(frames) == 1:
         flags.append("single_image")

@@ -8,11 +8,11 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from ...exceptions import InputFolderError
+from ...exceptions import InputFolderError, NimaskError
 from ..nifti import TEMP_MARKER
 from .checks import check_series
 from .headers import FileHeader, import_pydicom, read_header
-from .model import DicomScan, DicomSeries, SkippedSeries
+from .model import DicomScan, DicomSeries, SeriesCheck, SkippedSeries
 
 __all__ = ["find_series"]
 
@@ -113,7 +113,11 @@ def find_series(
             frames=tuple(frame for h in headers for frame in h.frames),
         )
         if check:
-            series = replace(series, check=check_series(series))
+            try:
+                verdict = check_series(series)
+            except NimaskError as exc:  # pixels of duplicated positions unreadable
+                verdict = SeriesCheck(action="refuse", reason=str(exc), flags=("unreadable",))
+            series = replace(series, check=verdict)
         scan.series.append(series)
     scan.series.sort(key=lambda s: (
         s.patient_id, s.study_date,
