@@ -8,6 +8,7 @@ keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "DicomSeriesError",
     "InputFolderError",
     "InvalidVolumeError",
     "MissingDependencyError",
@@ -41,6 +42,14 @@ class VolumeReadError(NimaskError, OSError):
 
 class InvalidVolumeError(NimaskError, ValueError):
     """A volume was read but cannot be masked (not 3D, vector-valued, constant, all NaN, ...)."""
+
+
+class DicomSeriesError(InvalidVolumeError):
+    """A DICOM series cannot be built into one volume on a correct grid.
+
+    Mixed orientations, missing slices, several different images at one position,
+    a single 2D image, ...: the message is the one-line reason.
+    """
 
 
 class SchedulerError(NimaskError, ConnectionError):
