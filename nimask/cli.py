@@ -225,6 +225,9 @@ def _batch_options(command: Callable[..., None]) -> Callable[..., None]:
               help="Search sub-folders too; the masks mirror the input tree.")
 @click.option("--output-format", type=click.Choice(list(OUTPUT_FORMATS)), default="nii.gz",
               show_default=True, help="Mask format; 'same' = each input's own format.")
+@click.option("--dicom", is_flag=True,
+              help="INPUT folders are DICOM exports: one mask per image series "
+                   "(needs nimask[dicom]).")
 @_quiet
 @_debug
 def mask_command(inputs: tuple[Path, ...], output_dir: Path,
@@ -249,6 +252,7 @@ def mask_command(inputs: tuple[Path, ...], output_dir: Path,
       nimask mask cohort/ masks/ --recursive
       nimask mask slicer/ masks/ --pattern '*.nrrd' --output-format same
       nimask mask a.nii b.mha c.nrrd masks/
+      nimask mask export/ masks/ --dicom
     Exit status: 0 all written, 1 some file failed, 2 usage error, 130 interrupted.
     """
     paths = _inputs(inputs)

@@ -55,6 +55,9 @@ class Case:
         Fields of a JSON sidecar written beside the mask (``<mask stem>.json``) with
         nimask's parameters added; ``None``: no sidecar (unless the mask's format has no
         room for nimask's provenance, see :mod:`nimask.io.formats`).
+    payload : object
+        What the reader of this kind needs besides paths (a DICOM case: its
+        :class:`nimask.io.dicom.DicomSeries`, checks included); picklable.
     """
 
     kind: str
@@ -65,6 +68,7 @@ class Case:
     files: tuple[Path, ...] = ()
     label: str = ""
     sidecar: Mapping[str, Any] | None = None
+    payload: Any = field(default=None, compare=False)
 
     def __fspath__(self) -> str:
         return os.fspath(self.source)

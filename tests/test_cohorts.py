@@ -720,3 +720,43 @@ def _dest(folder: Path, fmt: str, name: str) -> Path:
 def test_settings_output_format_is_not_provenance() -> None:
     settings = MaskSettings.create(WINDOW, 1)
     assert settings.provenance() == PROVENANCE
+
+
+# ------------------------------------------------------------------ DICOM series as cases
+
+
+@pytest.mark.slow
+def test_dicom_series_are_cases(shared_data: Path, tmp_path: Path) -> None:
+    """A DICOM export goes through the same batch: names, sidecars, report, QC, re-runs."""
+    pytest.importorskip("pydicom")
+    export = tmp_path / "export"
+    shutil.copytree(shared_data / "dicom" / "mixed_two_series_xa30_enhanced", export / "a")
+    shutil.copytree(shared_data / "dicom" / "mr_t1w_enhanced_siemens_xa30", export / "b")
+    before = _tree_sums(export)
+    out = tmp_path / "out"
+    runner = CliRunner()
+    res = runner.invoke(main, ["mask", str(export), str(out), "--dicom", "--workers", "1",
+                               "--qc", str(tmp_path / "qc"), "--report", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    rows = {Path(f["output"]).name: f for f in doc["files"]}
+    assert sorted(rows) == [
+        "12343_hucheng_20220711_5_anat-T1w_acq-tfl_mask.nii.gz",
+        "12343_hucheng_20220711_6_anat-T1w_acq-tfl_mask.nii.gz",
+        "12343_hucheng_20220711_9_gre_field_mapping_mask.nii.gz"]
+    row = rows["12343_hucheng_20220711_5_anat-T1w_acq-tfl_mask.nii.gz"]
+    assert row["input"] == ("anat-T1w_acq-tfl (series 5, UID "
+                            "1.3.12.2.1107.5.2.43.67093.2022071112080803357602701.0.0.0)")
+    assert row["status"] == "written"
+    sidecar = json.loads((out / "12343_hucheng_20220711_5_anat-T1w_acq-tfl_mask.json"
+                          ).read_text())
+    assert sidecar["SeriesInstanceUID"] == \
+        "1.3.12.2.1107.5.2.43.67093.2022071112080803357602701.0.0.0"
+    assert sidecar["SourceFiles"] == 1
+    assert sidecar["nimask"]["provenance"] == f"nimask {__version__} otsu r=3"
+    mask = nib.load(out / "12343_hucheng_20220711_5_anat-T1w_acq-tfl_mask.nii.gz")
+    assert int(np.asanyarray(mask.dataobj).sum()) == row["mask_voxels"]
+    assert (tmp_path / "qc" / "12343_hucheng_20220711_5_anat-T1w_acq-tfl_qc.png").is_file()
+    assert _tree_sums(export) == before
+    results = mask_dataset(export, out, dicom=True, skip_existing=True, workers=1)
+    assert [r.status for r in results] == ["skipped"] * 3

@@ -106,6 +106,7 @@ def mask_dataset(
     recursive: bool = False,
     output_format: str = "nii.gz",
     cases: Sequence[Case] | None = None,
+    dicom: bool = False,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
@@ -199,6 +200,13 @@ def mask_dataset(
         Already discovered cases (e.g. of a BIDS dataset, :mod:`nimask.io.bids`);
         ``nii_folder`` then only names the input folders (files there that nimask
         did not write are never replaced) and ``pattern``/``recursive`` are unused.
+    dicom : bool, default False
+        The input folders hold DICOM exports: each image series (searched
+        recursively, :func:`nimask.io.discovery.discover_dicom`) is one case, read
+        by :mod:`nimask.io.dicom` (needs ``nimask[dicom]``); its mask is
+        ``<PatientID>_<StudyDate>_<SeriesNumber>_<SeriesDescription>_mask.nii.gz``
+        with a JSON sidecar (study and series UIDs, description, file count,
+        parameters).  A refused series fails with its check's reason.
 
     Returns
     -------
@@ -264,7 +272,8 @@ def mask_dataset(
     settings = replace(settings, output_format=fmt)
     skip = [Path(output_path)] + ([Path(qc_dir)] if qc_dir is not None else [])
     if cases is None:
-        found = discover(nii_folder, pattern=pattern, recursive=recursive, exclude=skip)
+        found = discover(nii_folder, pattern=pattern, recursive=recursive, exclude=skip,
+                         dicom=dicom)
     else:
         roots = [Path(nii_folder)] if isinstance(nii_folder, (str, os.PathLike)) else [
             Path(p) for p in nii_folder]

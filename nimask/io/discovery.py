@@ -14,7 +14,7 @@ that nimask did not write).  Every rule applies to every kind of input: only reg
 files are opened (a FIFO is never read), nimask's masks and temporaries are never
 inputs, the entries set aside are reported with their reason.
 
-DICOM series plug in as one more kind of case through :func:`discover_dicom`.
+DICOM series are one more kind of case (:func:`discover_dicom`, ``discover(..., dicom=True)``).
 """
 
 from __future__ import annotations
@@ -394,32 +394,42 @@ def _same_path(a: str | os.PathLike[str], b: Path) -> bool:
         return False
 
 
-def discover_dicom(folder: Path, *, label: str) -> tuple[list[Case], list[tuple[Path, str]]]:
-    """Hook for DICOM series: the series found under ``folder`` (searched recursively).
+def discover_dicom(folder: Path) -> tuple[list[Case], list[tuple[Path, str]]]:
+    """The DICOM series under ``folder`` (searched recursively, headers only) as cases.
 
-    Provided by :mod:`nimask.io.dicom` as
-    ``discover_series(folder: Path, *, label: str) -> tuple[list[Case], list[tuple[Path,
-    str]]]``: one :class:`~nimask.records.Case` per series with ``kind="dicom-series"``,
-    ``format="dicom"``, ``source`` its first file in slice order, ``files`` every file of
-    the series, ``display`` its description and ``SeriesInstanceUID``, ``stem`` its
-    readable unique output name (relative to the output folder), ``label`` a short name
-    (``label`` is the input as given, to prefix it), ``sidecar`` the fields of its JSON
-    sidecar (study/series UIDs, description, file count); and the files set aside with
-    their one-line reason (localizers, SR/PR/SEG objects, single 2D images, ...).  Only
-    headers are read.  :func:`nimask.io.formats.read_dicom_case` reads a case.
+    One :class:`~nimask.records.Case` per series found by
+    :func:`nimask.io.dicom.find_series` (refused series included: they fail with their
+    check's reason when read): ``kind="dicom-series"``, ``format="dicom"``, ``source`` its
+    first file, ``files`` every file, ``display`` and ``label`` the series' label
+    (description, number, ``SeriesInstanceUID``), ``stem`` its output name
+    (:func:`nimask.io.dicom.unique_output_stems`:
+    ``<PatientID>_<StudyDate>_<SeriesNumber>_<SeriesDescription>``), ``sidecar`` the
+    series' identity (study and series UIDs, description, number, modality, file and
+    image counts) and ``payload`` the series record.  Also returns what was set aside:
+    skipped series (localizers, SR/PR/SEG objects, ...) and unreadable files, with the
+    reason.
 
     Raises
     ------
     InputFolderError
-        The DICOM reader is not available in this installation.
+        DICOM support is not installed (``nimask[dicom]``).
     """
     try:
         dicom = dicom_module()
-    except VolumeReadError as exc:
+        scan = dicom.find_series(folder)
+    except (VolumeReadError, ImportError) as exc:
         raise InputFolderError(str(exc)) from exc
-    result: tuple[list[Case], list[tuple[Path, str]]] = dicom.discover_series(folder,
-                                                                              label=label)
-    return result
+    cases = []
+    for series, stem in zip(scan.series, dicom.unique_output_stems(scan.series), strict=True):
+        fields = dicom.series_sidecar(series, {})
+        identity = {k: v for k, v in fields.items()
+                    if k not in ("Parameters", "Notes", "GeneratedBy")}
+        files = tuple(series.files)
+        cases.append(Case("dicom-series", files[0], series.label, stem, "dicom", files,
+                          series.label, identity, series))
+    ignored = [(s.files[0] if s.files else folder, s.note) for s in scan.skipped]
+    ignored += [(path, f"unreadable DICOM file: {why}") for path, why in scan.unreadable]
+    return cases, ignored
 
 
 def ignored_label(path: Path, roots: Sequence[Path]) -> str:
@@ -513,7 +523,7 @@ def discover(
         if path.is_dir():
             found.roots.append(path)
             if dicom:
-                series, ignored = discover_dicom(path, label=str(path))
+                series, ignored = discover_dicom(path)
                 cases.extend(series)
                 found.ignored.extend(ignored)
                 continue
@@ -544,6 +554,10 @@ def discover(
         seen[key] = case
         found.cases.append(case)
     if not found.cases:
+        if dicom:
+            raise InputFolderError(
+                f"no DICOM image series in {', '.join(str(p) for p in given)}"
+                + (f" ({len(found.ignored)} set aside)" if found.ignored else ""))
         raise InputFolderError(_no_inputs_message(given, pattern, found))
     return found
 

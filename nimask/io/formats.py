@@ -12,8 +12,8 @@ Reading (:func:`read_case`):
   singleton 4th axis is dropped with a note), the file must hold the bytes the header
   promises (a truncated MetaImage otherwise fails with "No such file or directory"), and
   MINC-1 (netCDF) files, which ITK cannot read, are refused with a reason;
-* a DICOM series (``Case.kind == "dicom-series"``) is read by :mod:`nimask.io.dicom`
-  (:func:`read_dicom_case` is the hook).
+* a DICOM series (``Case.kind == "dicom-series"``) is read by
+  :func:`nimask.io.dicom.read_series` (:func:`read_dicom_case`).
 
 Writing (:func:`write_case_mask`), always atomically (:func:`nimask.io.nifti.atomic_write`):
 
@@ -365,30 +365,34 @@ def header_differences(input_fields: Mapping[str, str], mask_fields: Mapping[str
 
 
 def read_dicom_case(case: Case) -> CaseVolume:
-    """Read a DICOM series case: the hook for :mod:`nimask.io.dicom`.
+    """Read a DICOM series case with :func:`nimask.io.dicom.read_series`.
 
-    The DICOM module provides ``read_series(case: Case) -> CaseVolume`` (one 3D volume in
-    the patient's LPS frame, slices ordered along the normal, CT in HU, the series
-    checks in ``notes``; raises :class:`~nimask.exceptions.VolumeReadError` /
-    :class:`~nimask.exceptions.InvalidVolumeError` with a one-line reason for a series
-    that cannot be masked on a correct grid).
+    The case carries its :class:`~nimask.io.dicom.DicomSeries` (``case.payload``, set by
+    :func:`nimask.io.discovery.discover_dicom`): one 3D float32 volume on a regular grid
+    (HU for CT), and one note per check that fired.
 
     Raises
     ------
     VolumeReadError
-        The DICOM reader is not available in this installation.
+        DICOM support is not installed (``nimask[dicom]``), the case has no series
+        record, or a file's pixels cannot be read.
+    InvalidVolumeError
+        The series is refused by its checks (``DicomSeriesError``, one-line reason).
     """
-    volume: CaseVolume = dicom_module().read_series(case)
-    return volume
+    if case.payload is None:
+        raise VolumeReadError("a DICOM case needs its series record: find it with "
+                              "discover(..., dicom=True)")
+    image, notes = dicom_module().read_series(case.payload)
+    return CaseVolume(image, "dicom", None, {}, list(notes))
 
 
 def dicom_module() -> ModuleType:
-    """:mod:`nimask.io.dicom`, imported when a DICOM case is met.
+    """:mod:`nimask.io.dicom`, imported when a DICOM case is met (it needs pydicom).
 
     Raises
     ------
     VolumeReadError
-        It is not available in this installation.
+        It cannot be imported.
     """
     try:
         return importlib.import_module(f"{__package__}.dicom")
