@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Executor
+from pathlib import Path
 
 from .batch import count_written, mask_dataset
+from .io import FolderInput
 
 __all__ = ["generate_brain_mask_dataset"]
 
@@ -30,6 +32,9 @@ def generate_brain_mask_dataset(
     exclude_above_window: bool | None = None,
     executor: Executor | None = None,
     qc_layout: str = "mid",
+    pattern: str = "*.nii.gz",
+    recursive: bool = False,
+    output_format: str = "nii.gz",
 ) -> None:
     """Batch generate brain tissue masks for every ``.nii.gz`` volume of a folder.
 
@@ -95,6 +100,13 @@ def generate_brain_mask_dataset(
     qc_layout : {"mid", "mosaic"}, default "mid"
         Keyword-only.  QC pictures (``qc_dir``) with three mid-slices, or a
         mosaic of slices over the mask's extent (see ``docs/qc.md``).
+    pattern : str, default "*.nii.gz"
+        Keyword-only.  Glob selecting the volumes (case-insensitive; any format of
+        ``docs/cohorts.md``); ``/`` or ``**`` match relative paths.
+    recursive : bool, default False
+        Keyword-only.  Search sub-folders; the masks mirror the input tree.
+    output_format : {"nii.gz", "same", "nrrd", "mha", "nii"}, default "nii.gz"
+        Keyword-only.  Format of the masks (``"same"``: each input's own).
 
     Returns
     -------
@@ -115,16 +127,18 @@ def generate_brain_mask_dataset(
     A file that cannot be read or masked is logged as an error naming the file
     and the reason (logger ``nimask.batch``); the batch goes on and no output
     is left for that file.  :func:`nimask.mask_dataset` returns the per-file
-    results instead of ``None``.
+    results instead of ``None``, and also takes single files and lists of them;
+    this function requires a folder.
     """
     results = mask_dataset(
-        nii_folder, output_path, threshold, closing_radius,
+        FolderInput(Path(nii_folder)), output_path, threshold, closing_radius,
         workers=workers, progress=progress, report=report, qc_dir=qc_dir,
         skip_existing=skip_existing, closing_radius_mm=closing_radius_mm,
 preset=preset, fill_holes=fill_holes,
         largest_component=largest_component, opening_radius=opening_radius,
         exclude_above_window=exclude_above_window,
-        executor=executor, qc_layout=qc_layout,
+        executor=executor, qc_layout=qc_layout, pattern=pattern, recursive=recursive,
+        output_format=output_format,
     )
     if debug:
         print(f"Total brain masks generated: {count_written(results)}")

@@ -4,56 +4,138 @@
 volume: it returns a :class:`~nimask.records.FileResult` whose ``status`` is
 ``"written"``, ``"skipped"`` (``skip_existing``: an up-to-date mask exists) or
 ``"failed"``.  It runs in-process, in local workers (:mod:`nimask.batch.pool`)
-or on any executor (:mod:`nimask.batch.cluster`).
+or on any executor (:mod:`nimask.batch.cluster`).  Its input is a
+:class:`~nimask.records.Case` (any kind: a volume file in any format, later a
+DICOM series) or the path of a volume file.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
+from .._version import __version__
 from ..core.masking import MaskOutcome
 from ..core.pipeline import compute_mask
 from ..core.refine import refine_mask
-from ..evidence.qc import case_label, qc_png_name, render_case
+from ..evidence.qc import case_label, render_case
 from ..evidence.report import mask_statistics
-from ..exceptions import NimaskError
-from ..io.discovery import output_name
-from ..io.nifti import inspect_nifti, read_descrip, read_volume, verify_payload, write_mask
-from ..records import FileResult
+from ..exceptions import NimaskError, OutputError
+from ..io.discovery import as_case, mask_relpath
+from ..io.formats import (
+    geometry_difference,
+    image_information,
+    read_case,
+    read_provenance,
+    sidecar_path,
+    verify_mask_file,
+    volume_format,
+    write_case_mask,
+    write_sidecar,
+)
+from ..io.nifti import inspect_nifti, read_descrip, verify_payload
+from ..records import Case, FileResult
 from .settings import MaskSettings, parse_provenance
 
-__all__ = ["existing_mask_problem", "failed_result", "process_file", "reason"]
+__all__ = [
+    "existing_mask_problem",
+    "failed_result",
+    "mask_path",
+    "process_file",
+    "qc_png_path",
+    "reason",
+    "sidecar_fields",
+]
+
+_NIFTI = ("nii.gz", "nii")
+
+
+def mask_path(case: Case, output_dir: str | os.PathLike[str], settings: MaskSettings) -> Path:
+    """Where the mask of ``case`` goes: ``output_dir/<stem>_mask<extension>``."""
+    return Path(output_dir) / mask_relpath(case, settings.output_format)
+
+
+def sidecar_fields(case: Case, settings: MaskSettings) -> dict[str, Any] | None:
+    """The JSON sidecar of a case's mask, ``None`` when it gets none.
+
+    A case with ``sidecar`` fields (BIDS, DICOM) and every MINC mask (MINC has no room
+    for nimask's provenance) get one: the case's fields, then ``"nimask"``: version,
+    provenance and parameters (only what the settings say, so a re-run writes the same
+    bytes).
+    """
+    minc = volume_format(mask_relpath(case, settings.output_format)) == "mnc"
+    if case.sidecar is None and not minc:
+        return None
+    ref = settings.refinements
+    block: dict[str, Any] = {
+        "version": __version__,
+        "provenance": settings.provenance(),
+        "threshold_mode": settings.mode,
+        "threshold": None if settings.threshold is None else list(settings.threshold),
+        "closing_radius": settings.voxel_radius,
+        "closing_radius_mm": settings.closing_radius_mm,
+    }
+    if ref.active:
+        block.update(preset=ref.preset or None, fill_holes=ref.fill_holes,
+                     largest_component=ref.largest_component,
+                     opening_radius=ref.opening_text or None,
+                     exclude_above_window=ref.exclude_above_window)
+    return {**(case.sidecar or {}), "nimask": block}
+
+
+def _provenance_problem(text: str, settings: MaskSettings, shown: str) -> str | None:
+    """Why a mask's stored provenance ``text`` is not what ``settings`` make now, if so."""
+    provenance = parse_provenance(text)
+    if provenance is None:
+        return f"existing file has no nimask provenance ({shown})"
+    mismatch = settings.matches(provenance)
+    return None if mismatch is None else f"existing mask {mismatch}"
+
+
+def _newer_input(case: Case, out_path: Path) -> str | None:
+    try:
+        made = out_path.stat().st_mtime
+        for path in case.files or (case.source,):
+            if path.stat().st_mtime > made:
+                return "input is newer than the existing mask"
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    return None
 
 
 def existing_mask_problem(
-    input_path: Path, out_path: Path, settings: MaskSettings
+    input_path: Path | Case, out_path: Path, settings: MaskSettings
 ) -> str | None:
-    """``None`` if ``out_path`` is an up-to-date mask of ``input_path``, else why not.
+    """``None`` if ``out_path`` is an up-to-date mask of the input, else why not.
 
-    Up to date means: a complete NIfTI-1 file (header valid, every voxel byte
-    present), uint8, on the input's grid (shape and affine), with nimask
-    provenance matching ``settings`` and the current version, and not older
-    than the input.
+    Up to date means: a complete file (NIfTI: header valid, every voxel byte
+    present; other formats: the whole file reads), uint8, on the input's grid
+    (NIfTI of NIfTI: shape and affine; otherwise shape, origin, spacing and
+    direction as SimpleITK reads them), with nimask provenance matching
+    ``settings`` and the current version, and not older than any of the
+    input's files.
     """
     if not out_path.exists():
         return "no mask yet"
+    case = as_case(input_path)
+    if case.format not in _NIFTI or volume_format(out_path) not in _NIFTI:
+        return _other_mask_problem(case, out_path, settings)
+    input_path = case.source
     try:
         mask_info = inspect_nifti(out_path)
         verify_payload(mask_info)
     except NimaskError as exc:
         return f"existing mask is not a complete NIfTI file ({exc})"
     descrip = read_descrip(out_path) or ""
-    provenance = parse_provenance(descrip)
-    if provenance is None:
-        return f"existing file has no nimask provenance (descrip {descrip!r})"
-    mismatch = settings.matches(provenance)
-    if mismatch is not None:
-        return f"existing mask {mismatch}"
+    problem = _provenance_problem(descrip, settings, f"descrip {descrip!r}")
+    if problem is not None:
+        return problem
     if mask_info.header.get_data_dtype() != np.uint8:
         return f"existing mask has voxel type {mask_info.header.get_data_dtype()}, not uint8"
     try:
@@ -66,16 +148,40 @@ def existing_mask_problem(
     if not np.allclose(mask_info.header.get_best_affine(),
                        input_info.header.get_best_affine(), rtol=0, atol=1e-6):
         return "existing mask has another affine than the input"
+    return _newer_input(case, out_path)
+
+
+def _other_mask_problem(case: Case, out_path: Path, settings: MaskSettings) -> str | None:
+    """:func:`existing_mask_problem` for a mask or an input that is not NIfTI."""
+    text = read_provenance(out_path) or ""
+    problem = _provenance_problem(text, settings, repr(text))
+    if problem is not None:
+        return problem
     try:
-        if input_path.stat().st_mtime > out_path.stat().st_mtime:
-            return "input is newer than the existing mask"
-    except OSError as exc:
-        return f"cannot stat: {exc.strerror or exc}"
-    return None
+        if volume_format(out_path) in _NIFTI:
+            info = inspect_nifti(out_path)
+            verify_payload(info)
+        else:
+            verify_mask_file(out_path)
+        mask = image_information(out_path)
+    except NimaskError as exc:
+        return f"existing mask is not a complete file ({exc})"
+    if mask.pixel_id != sitk.sitkUInt8 or mask.components != 1:
+        return "existing mask is not a uint8 volume"
+    if case.kind == "file":
+        try:
+            volume = image_information(case.source)
+        except NimaskError as exc:
+            return f"input header unreadable ({exc})"
+        problem = geometry_difference(
+            mask, volume, float32=volume_format(out_path) in _NIFTI)
+        if problem is not None:
+            return f"existing mask has {problem}"
+    return _newer_input(case, out_path)
 
 
 def process_file(
-    input_path: Path,
+    input_path: Path | Case,
     output_dir: Path,
     settings: MaskSettings,
     *,
@@ -85,8 +191,12 @@ def process_file(
 
     Parameters
     ----------
-    input_path : Path
+    input_path : Path or Case
+        A :class:`~nimask.records.Case`, or the path of a volume file (its mask
+        goes directly into ``output_dir``).
     output_dir : Path
+        The mask goes to ``output_dir / mask_relpath(case, settings.output_format)``;
+        its folder is created when the case's stem has one.
     settings : MaskSettings
     skip_existing : bool, default False
         Keep an up-to-date mask (see :func:`existing_mask_problem`) instead of
@@ -101,18 +211,26 @@ def process_file(
         same name is left as it was).
     """
     start = time.perf_counter()
-    out_path = Path(output_dir) / output_name(input_path)
-    result = failed_result(input_path, output_dir, settings)
+    case = as_case(input_path)
+    out_path = mask_path(case, output_dir, settings)
+    result = failed_result(case, output_dir, settings)
+    sidecar = sidecar_fields(case, settings)
     if skip_existing:
-        problem = existing_mask_problem(Path(input_path), out_path, settings)
+        problem = existing_mask_problem(case, out_path, settings)
         if problem is None:
             result.status = "skipped"
+            if sidecar is not None:
+                try:
+                    write_sidecar(sidecar_path(out_path), sidecar)
+                except (NimaskError, OSError, ValueError) as exc:
+                    result.notes.append(f"sidecar not written: {reason(exc)}")
             result.seconds = time.perf_counter() - start
             return result
         if problem != "no mask yet":
             result.notes.append(f"mask made again: {problem}")
     try:
-        loaded = read_volume(input_path)
+        _make_folder(out_path.parent, Path(output_dir))
+        loaded = read_case(case)
         result.notes.extend(loaded.notes)
         outcome = _compute(loaded.image, settings)
         result.notes.extend(outcome.notes)
@@ -121,7 +239,10 @@ def process_file(
                 f"{outcome.nonfinite_voxels} NaN/Inf voxels set to background"
             )
         stats = mask_statistics(outcome.mask)
-        write_mask(outcome.mask, loaded.info, out_path, settings.provenance())
+        result.notes.extend(
+            write_case_mask(outcome.mask, loaded, out_path, settings.provenance()))
+        if sidecar is not None:
+            write_sidecar(sidecar_path(out_path), sidecar)
         result.status = "written"
         result.threshold_low = outcome.lower
         result.threshold_high = outcome.upper
@@ -143,24 +264,44 @@ def process_file(
         result.touches_border = stats.touches_border
         result.border_faces = list(stats.border_faces)
         if settings.qc_dir is not None:
-            _render_qc(result, loaded.image, outcome.mask, stats.centroid_index, settings)
+            _render_qc(result, case, loaded.image, outcome.mask, stats.centroid_index,
+                       settings)
     except (NimaskError, RuntimeError, OSError, ValueError, MemoryError) as exc:
         result.error = reason(exc)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _render_qc(result: FileResult, image: sitk.Image, mask: sitk.Image,
+def _make_folder(folder: Path, output_dir: Path) -> None:
+    """Create a mirrored sub-folder of the output folder (nothing for a flat case)."""
+    if folder == output_dir:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
+
+
+def qc_png_path(case: Case, qc_dir: str | os.PathLike[str]) -> Path:
+    """``<qc_dir>/<stem>_qc.png`` (``scan.nii.gz`` -> ``scan_qc.png``; trees mirrored)."""
+    return Path(qc_dir) / (case.stem + "_qc.png")
+
+
+def _render_qc(result: FileResult, case: Case, image: sitk.Image, mask: sitk.Image,
                centre: tuple[float, float, float] | None, settings: MaskSettings) -> None:
     """Write the case's QC picture; a failure is a note, never a failed mask."""
-    png = Path(settings.qc_dir or ".") / qc_png_name(result.input)
+    qc_dir = Path(settings.qc_dir or ".")
+    png = qc_png_path(case, qc_dir)
     provenance = settings.provenance()
-    caption = (f"{Path(result.input).name}: coverage {result.coverage_percent:.2f} %, "
+    name = case.label or case.name
+    caption = (f"{name}: coverage {result.coverage_percent:.2f} %, "
                f"{result.volume_ml:.1f} mL; {provenance}")
     settings_text = provenance.split(" ", 2)[-1]  # without "nimask <version>"
+    label = replace(case_label(result, settings_text), name=name)
     try:
+        _make_folder(png.parent, qc_dir)
         render_case(image, mask, png, centroid_index=centre, caption=caption,
-                    layout=settings.qc_layout, label=case_label(result, settings_text))
+                    layout=settings.qc_layout, label=label)
     except (NimaskError, RuntimeError, OSError, ValueError, MemoryError) as exc:
         result.notes.append(f"QC picture not written: {reason(exc)}")
     else:
@@ -168,12 +309,13 @@ def _render_qc(result: FileResult, image: sitk.Image, mask: sitk.Image,
 
 
 def failed_result(
-    input_path: Path, output_dir: Path, settings: MaskSettings, error: str = ""
+    input_path: Path | Case, output_dir: Path, settings: MaskSettings, error: str = ""
 ) -> FileResult:
-    """The record of a file that failed (or has not succeeded yet) with ``settings``."""
+    """The record of a case that failed (or has not succeeded yet) with ``settings``."""
+    case = as_case(input_path)
     return FileResult(
-        input=str(input_path),
-        output=str(Path(output_dir) / output_name(input_path)),
+        input=case.display,
+        output=str(mask_path(case, output_dir, settings)),
         status="failed",
         error=error,
         threshold_mode=settings.mode,

@@ -30,7 +30,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     as_completed,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,10 +39,10 @@ import SimpleITK as sitk
 
 from .._version import __version__
 from ..exceptions import MissingDependencyError, OutputError, ParameterError, SchedulerError
-from ..io.discovery import output_name
+from ..io.discovery import as_case
 from ..io.tempfiles import Run, cleanup_temporaries, current_run, probe_name, working_for
-from ..records import FileResult
-from .case import failed_result, process_file, reason
+from ..records import Case, FileResult
+from .case import failed_result, mask_path, process_file, reason
 from .pool import usable_cpus
 from .settings import MaskSettings
 
@@ -84,6 +84,8 @@ class RemoteTask:
     itk_threads: int = WORKER_ITK_THREADS
     skip_existing: bool = False
     run_id: str = ""
+    #: The case (absolute paths); ``None``: the volume file ``input_path``, flat.
+    case: Case | None = None
 
 
 def _worker_name() -> str:
@@ -97,7 +99,7 @@ def _worker_name() -> str:
 
 
 def _failed(task: RemoteTask, error: str) -> FileResult:
-    return failed_result(task.input_path, task.output_dir, task.settings, error)
+    return failed_result(task.case or task.input_path, task.output_dir, task.settings, error)
 
 
 def run_task(task: RemoteTask) -> FileResult:
@@ -152,7 +154,7 @@ def run_task(task: RemoteTask) -> FileResult:
         return None if probe.exists() else "the batch that submitted this task has ended"
 
     with working_for(Run(task.run_id or current_run().id, batch_alive)):
-        return process_file(task.input_path, task.output_dir, task.settings,
+        return process_file(task.case or task.input_path, task.output_dir, task.settings,
                             skip_existing=task.skip_existing)
 
 
@@ -176,6 +178,11 @@ def _storage_probe(output_dir: Path, run_id: str) -> Iterator[str]:
             probe.unlink()
 
 
+def _absolute(item: Case) -> Case:
+    return replace(item, source=Path(os.path.abspath(item.source)),
+                   files=tuple(Path(os.path.abspath(f)) for f in item.files))
+
+
 def _task_failure(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"worker failed: {type(exc).__name__}" + (f": {text}" if text else "")
@@ -183,7 +190,7 @@ def _task_failure(exc: BaseException) -> str:
 
 def run_on_executor(
     executor: Executor,
-    inputs: Sequence[Path],
+    inputs: Sequence[Case],
     output_dir: Path,
     settings: MaskSettings,
     on_done: Callable[[int, FileResult], None],
@@ -202,13 +209,14 @@ def run_on_executor(
     with _storage_probe(abs_out, run_id) as probe:
         futures: dict[Future[FileResult], int] = {}
         try:
-            for i, path in enumerate(inputs):
+            for i, item in enumerate(inputs):
+                item = as_case(item)
                 try:
-                    size: int | None = path.stat().st_size
+                    size: int | None = item.source.stat().st_size
                 except OSError:  # vanished since discovery: the worker reports it
                     size = None
                 task = RemoteTask(
-                    input_path=Path(os.path.abspath(path)),
+                    input_path=Path(os.path.abspath(item.source)),
                     output_dir=abs_out,
                     settings=settings,
                     input_size=size,
@@ -217,24 +225,27 @@ def run_on_executor(
                     submitter=_PROCESS_TOKEN,
                     skip_existing=skip_existing,
                     run_id=run_id,
+                    case=_absolute(item),
                 )
                 futures[executor.submit(run_task, task)] = i
             for future in as_completed(futures):
                 index = futures[future]
-                path = inputs[index]
+                item = as_case(inputs[index])
                 try:
                     res = future.result()
                 except (Exception, CancelledError, asyncio.CancelledError) as exc:
-                    res = failed_result(path, output_dir, settings, _task_failure(exc))
-                res.input = str(path)
-                res.output = str(output_dir / output_name(path))
+                    res = failed_result(item, output_dir, settings, _task_failure(exc))
+                res.input = item.display
+                res.output = str(mask_path(item, output_dir, settings))
                 on_done(index, res)
         finally:
             for future in futures:
                 future.cancel()
-            # Temporaries of this run's tasks whose worker was killed mid-write; those
-            # of other runs writing to the same folder are left alone.
-            cleanup_temporaries(abs_out, run=run_id)
+            # Temporaries of this run's tasks whose worker was killed mid-write (in the
+            # mirrored sub-folders too); those of other runs are left alone.
+            for folder in sorted({mask_path(as_case(i), abs_out, settings).parent
+                                  for i in inputs}):
+                cleanup_temporaries(folder, run=run_id)
 
 
 def _import_distributed() -> ModuleType:

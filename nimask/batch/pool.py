@@ -62,12 +62,13 @@ from typing import TYPE_CHECKING, Any
 
 import SimpleITK as sitk
 
+from ..io.discovery import as_case
 from ..io.tempfiles import Run, cleanup_temporaries, current_run, working_for
 from . import case
 from .settings import MaskSettings
 
 if TYPE_CHECKING:
-    from ..records import FileResult
+    from ..records import Case, FileResult
 
 __all__ = ["itk_threads", "run_pool", "usable_cpus"]
 
@@ -390,7 +391,7 @@ def _start_failure(worker: _Worker, exitcode: int | None) -> str:
 class _Pool:
     """Workers running the files of ``pending`` (indexes into ``inputs``)."""
 
-    def __init__(self, job: _Job, inputs: Sequence[Path],
+    def __init__(self, job: _Job, inputs: Sequence[Case],
                  on_done: Callable[[int, FileResult], None], *, last_try: bool) -> None:
         self.job = job
         self.inputs = inputs
@@ -513,7 +514,7 @@ class _Pool:
         self.workers.clear()
 
 
-def _run_workers(job: _Job, inputs: Sequence[Path], pending: deque[int], size: int,
+def _run_workers(job: _Job, inputs: Sequence[Case], pending: deque[int], size: int,
                  on_done: Callable[[int, FileResult], None], *, last_try: bool) -> _Pool:
     pool = _Pool(job, inputs, on_done, last_try=last_try)
     try:
@@ -526,7 +527,7 @@ def _run_workers(job: _Job, inputs: Sequence[Path], pending: deque[int], size: i
 
 
 def run_pool(
-    inputs: Sequence[Path],
+    inputs: Sequence[Case],
     output_dir: Path,
     settings: MaskSettings,
     workers: int,
@@ -548,6 +549,11 @@ def run_pool(
         log_level=logging.getLogger(__name__.split(".")[0]).getEffectiveLevel(),
     )
     pending = deque(range(len(inputs)))
+
+    def _mask_folder(item: Case) -> Path:
+        """The folder of a case's mask (a mirrored sub-folder for nested trees)."""
+        return _case().mask_path(as_case(item), output_dir, settings).parent
+
     try:
         pool = _run_workers(job, inputs, pending, workers, on_done, last_try=False)
         if pending:  # no worker left to run them
@@ -567,10 +573,11 @@ def run_pool(
                            len(pool.start_failures), pool.start_failures[-1])
         alone = replace(job, itk_threads=usable_cpus())
         for index, reason in sorted(pool.deaths.items()):
-            cleanup_temporaries(output_dir)  # the dead worker's temporary
+            cleanup_temporaries(_mask_folder(inputs[index]))  # the dead worker's temporary
             again = _run_workers(alone, inputs, deque([index]), 1, on_done, last_try=True)
             if index in again.deaths or again.start_failures:
                 on_done(index, _case().failed_result(inputs[index], output_dir, settings,
                                                         again.deaths.get(index, reason)))
     finally:
-        cleanup_temporaries(output_dir, run=run.id)
+        for folder in sorted({output_dir} | {_mask_folder(item) for item in inputs}):
+            cleanup_temporaries(folder, run=run.id)

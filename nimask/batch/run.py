@@ -1,6 +1,7 @@
-"""The folder run: find the inputs, mask each one, report, return the results.
+"""The batch run: find the inputs, mask each one, report, return the results.
 
-:func:`mask_dataset` runs :func:`nimask.batch.case.process_file` over a folder,
+:func:`mask_dataset` runs :func:`nimask.batch.case.process_file` over a folder
+(or files, lists of both, nested trees: :func:`nimask.io.discovery.discover`),
 in-process, in local worker processes (:mod:`nimask.batch.pool`) or on any
 executor (:mod:`nimask.batch.cluster`), and returns the results in input
 order, with cohort flags, the report and the QC index
@@ -15,7 +16,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
@@ -26,18 +27,29 @@ from ..evidence.qc import update_picture_flags, validate_layout, write_index
 from ..evidence.ratings import Rating, read_ratings
 from ..evidence.report import flag_cohort, report_format, write_report
 from ..exceptions import OutputError, ParameterError
-from ..io.discovery import find_inputs, output_name
+from ..io.discovery import (
+    DEFAULT_PATTERN,
+    Discovery,
+    discover,
+    ignored_label,
+    mask_relpath,
+    output_problems,
+)
+from ..io.formats import validate_output_format
 from ..io.nifti import TEMP_MARKER, cleanup_temporaries
 from ..io.tempfiles import Run, enter_run, leave_run, new_run_id, owner_tag
-from ..records import FileResult
+from ..records import Case, FileResult
 from . import case
 from .cluster import run_on_executor
 from .pool import itk_threads, run_pool, usable_cpus
 from .settings import MaskSettings
 
-__all__ = ["count_written", "mask_dataset"]
+__all__ = ["InputSpec", "count_written", "mask_dataset"]
 
 logger = logging.getLogger(__name__)
+
+#: What ``mask_dataset`` takes as its inputs: a folder, a volume file, or several.
+InputSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
 class _Bar(tqdm):
@@ -51,8 +63,14 @@ class _Bar(tqdm):
     _lock = threading.RLock()
 
 
-def _log_result(res: FileResult) -> None:
-    name = Path(res.input).name
+def _log_ignored(found: Discovery) -> None:
+    for path, why in found.ignored:
+        level = logging.WARNING if "directory" in why else logging.INFO
+        logger.log(level, "ignoring %s: %s", ignored_label(path, found.roots), why)
+
+
+def _log_result(res: FileResult, name: str | None = None) -> None:
+    name = name or Path(res.input).name
     for note in res.notes:
         logger.warning("%s: %s", name, note)
     if res.status == "failed":
@@ -64,7 +82,7 @@ def _log_result(res: FileResult) -> None:
 
 
 def mask_dataset(
-    nii_folder: str | os.PathLike[str],
+    nii_folder: InputSpec,
     output_path: str | os.PathLike[str],
     threshold: tuple[float, float] | None = None,
     closing_radius: int = 3,
@@ -84,17 +102,26 @@ def mask_dataset(
     qc_layout: str = "mid",
     only: Iterable[str | os.PathLike[str]] | None = None,
     ratings: str | os.PathLike[str] | Mapping[str, Rating] | None = None,
+    pattern: str = DEFAULT_PATTERN,
+    recursive: bool = False,
+    output_format: str = "nii.gz",
+    cases: Sequence[Case] | None = None,
+    dicom: bool = False,
 ) -> list[FileResult]:
     """Mask every ``.nii.gz`` volume of a folder and return one result per file.
 
     This is the richer counterpart of
     :func:`nimask.generate_brain_mask_dataset`: same parameters and outputs,
-    plus per-file :class:`FileResult` records.
+    plus per-file :class:`FileResult` records.  It also takes single files,
+    lists, nested trees and every volume format of :mod:`nimask.io.formats`
+    (``pattern``, ``recursive``, ``output_format``; guide: ``docs/cohorts.md``).
 
     Parameters
     ----------
-    nii_folder : str or os.PathLike
-        Folder whose ``.nii.gz`` files (not sub-folders) are masked.
+    nii_folder : str, os.PathLike, or a sequence of them
+        Folder whose ``.nii.gz`` files (not sub-folders) are masked; or a volume
+        file; or a list of folders and files (each folder's tree is mirrored
+        directly into ``output_path``, each file's mask goes to its top).
     output_path : str or os.PathLike
         Folder for ``<prefix>_mask.nii.gz``; created with its parents if missing.
     threshold : (low, high) or None, default None
@@ -159,6 +186,27 @@ def mask_dataset(
         (:func:`nimask.evidence.ratings.read_ratings`).  Each result gets its
         case's ``earlier_rating``, ``earlier_note`` and ``earlier_reviewer``,
         shown in the report and on the QC page.
+    pattern : str, default "*.nii.gz"
+        Glob selecting the inputs in folders, matched case-insensitively against
+        file names, or against relative paths when it holds ``/`` or ``**``
+        (which also recurses).  See :func:`nimask.io.discovery.discover`.
+    recursive : bool, default False
+        Search sub-folders too; the output tree mirrors the input's relative
+        paths (``in/a/scan.nii.gz`` -> ``out/a/scan_mask.nii.gz``).
+    output_format : {"nii.gz", "same", "nrrd", "mha", "nii"}, default "nii.gz"
+        Format of the masks: ``"same"`` writes each mask in its input's format
+        (``.nhdr``/``.mhd`` inputs give attached ``.nrrd``/``.mha`` masks).
+    cases : sequence of Case or None, default None
+        Already discovered cases (e.g. of a BIDS dataset, :mod:`nimask.io.bids`);
+        ``nii_folder`` then only names the input folders (files there that nimask
+        did not write are never replaced) and ``pattern``/``recursive`` are unused.
+    dicom : bool, default False
+        The input folders hold DICOM exports: each image series (searched
+        recursively, :func:`nimask.io.discovery.discover_dicom`) is one case, read
+        by :mod:`nimask.io.dicom` (needs ``nimask[dicom]``); its mask is
+        ``<PatientID>_<StudyDate>_<SeriesNumber>_<SeriesDescription>_mask.nii.gz``
+        with a JSON sidecar (study and series UIDs, description, file count,
+        parameters).  A refused series fails with its check's reason.
 
     Returns
     -------
@@ -198,7 +246,8 @@ def mask_dataset(
         is not among the inputs, an unreadable ``ratings`` file (before any
         work).
     InputFolderError
-        ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files.
+        ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files
+        (without volumes matching ``pattern``).
     OutputError
         ``output_path``, ``qc_dir`` or the report's folder cannot be created
         or written (e.g. it is an existing file, or a read-only folder), or the
@@ -219,7 +268,17 @@ def mask_dataset(
     _validate_executor(executor, workers)
     settings = replace(settings, qc_layout=validate_layout(qc_layout))
     earlier = _earlier_ratings(ratings)
-    inputs = find_inputs(nii_folder)
+    fmt = validate_output_format(output_format)
+    settings = replace(settings, output_format=fmt)
+    skip = [Path(output_path)] + ([Path(qc_dir)] if qc_dir is not None else [])
+    if cases is None:
+        found = discover(nii_folder, pattern=pattern, recursive=recursive, exclude=skip,
+                         dicom=dicom)
+    else:
+        roots = [Path(nii_folder)] if isinstance(nii_folder, (str, os.PathLike)) else [
+            Path(p) for p in nii_folder]
+        found = Discovery(list(cases), roots=roots)
+    inputs = found.cases
     if only is not None:
         inputs = _select_inputs(inputs, only, nii_folder)
     out_dir = _prepare_output(output_path)
@@ -227,43 +286,56 @@ def mask_dataset(
     if removed:
         logger.warning("removed %d temporary file(s) left in %s by an interrupted run",
                        removed, out_dir)
+    _log_ignored(found)
     if report is not None:
         _prepare_output(Path(report).parent)
     if qc_dir is not None:
         settings = replace(settings, qc_dir=str(_prepare_output(qc_dir)))
     results: list[FileResult | None] = [None] * len(inputs)
+    labels = [c.label or c.name for c in inputs]
+    for i, why in output_problems(inputs, out_dir, fmt, roots=found.roots).items():
+        results[i] = case.failed_result(inputs[i], out_dir, settings, why)
+        _log_result(results[i], labels[i])  # type: ignore[arg-type]
+    todo = [i for i, res in enumerate(results) if res is None]
+    todo_cases = [inputs[i] for i in todo]
     # What each output was before the batch: on Ctrl-C, a mask whose result was
     # never reported is told apart from one left by an earlier run.
-    outputs = [out_dir / output_name(path) for path in inputs]
+    outputs = [out_dir / mask_relpath(c, fmt) for c in inputs]
     before = [_file_identity(path) for path in outputs]
+    folders = sorted({p.parent for p in outputs} - {out_dir})
+    for folder in folders:
+        cleanup_temporaries(folder)
     bar = _Bar(
-        total=len(inputs), desc="nimask", unit="vol", file=sys.stderr,
+        total=len(todo), desc="nimask", unit="vol", file=sys.stderr,
         disable=None if progress is None else not progress, dynamic_ncols=True,
     )
 
     def on_done(index: int, res: FileResult) -> None:
-        results[index] = res
-        _log_result(res)
+        results[todo[index]] = res
+        _log_result(res, labels[todo[index]])
         bar.update(1)
 
     # Temporaries of this run carry its id; worker processes and tasks work for it.
     run = Run(new_run_id())
     run_token = enter_run(run)
     try:
-        if executor is not None:
-            run_on_executor(executor, inputs, out_dir, settings, on_done,
+        if not todo_cases:
+            pass
+        elif executor is not None:
+            run_on_executor(executor, todo_cases, out_dir, settings, on_done,
                             skip_existing=skip_existing)
-        elif n_workers == 1 or len(inputs) == 1:
+        elif n_workers == 1 or len(todo_cases) == 1:
             with itk_threads(usable_cpus()):
-                for i, path in enumerate(inputs):
-                    on_done(i, case.process_file(path, out_dir, settings,
+                for i, item in enumerate(todo_cases):
+                    on_done(i, case.process_file(item, out_dir, settings,
                                                   skip_existing=skip_existing))
         else:
-            run_pool(inputs, out_dir, settings, min(n_workers, len(inputs)), on_done,
-                      skip_existing=skip_existing)
+            run_pool(todo_cases, out_dir, settings, min(n_workers, len(todo_cases)), on_done,
+                     skip_existing=skip_existing)
     except KeyboardInterrupt:
         bar.close()
-        cleanup_temporaries(out_dir, run=run.id)
+        for folder in [out_dir, *folders]:
+            cleanup_temporaries(folder, run=run.id)
         done = [r for r in results if r is not None]
         # A worker stopped after renaming its mask into place but before its
         # result reached this process (or a result not handled yet) left a
@@ -274,7 +346,7 @@ def mask_dataset(
         ]
         for i in unreported:
             logger.info("%s -> %s (written; interrupted before its result was reported)",
-                        inputs[i].name, outputs[i].name)
+                        labels[i], outputs[i].name)
         logger.warning(
             "interrupted: %d written before interruption, %d skipped, %d failed, "
             "%d not processed; no partial mask left in %s",
@@ -294,12 +366,13 @@ def mask_dataset(
     if report is not None:
         write_report(done, report)
     if qc_dir is not None:
-        write_index(done, qc_dir)
+        write_index(done, qc_dir, labels=[labels[i] for i, r in enumerate(results)
+                                          if r is not None])
     return done
 
 
-def _select_inputs(inputs: list[Path], only: Iterable[str | os.PathLike[str]],
-                   nii_folder: str | os.PathLike[str]) -> list[Path]:
+def _select_inputs(inputs: list[Case], only: Iterable[str | os.PathLike[str]],
+                   nii_folder: object) -> list[Case]:
     """The inputs named in ``only`` (by file name), in input order."""
     if isinstance(only, (str, os.PathLike)):
         raise ParameterError("only must be a list of inputs (paths or file names), "
@@ -313,7 +386,7 @@ def _select_inputs(inputs: list[Path], only: Iterable[str | os.PathLike[str]],
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
                                           else "")
         raise ParameterError(
-            f"{len(missing)} selected input(s) not among the inputs of {os.fspath(nii_folder)}: "
+            f"{len(missing)} selected input(s) not among the inputs of {nii_folder}: "
             f"{shown}"
         )
     wanted = set(names)

@@ -97,6 +97,9 @@ class MaskSettings:
     qc_dir: str | None = None
     #: Layout of the QC pictures: ``"mid"`` or ``"mosaic"`` (:mod:`nimask.evidence.qc`).
     qc_layout: str = "mid"
+    #: Format of the masks (:data:`nimask.io.formats.OUTPUT_FORMATS`); not part of the
+    #: provenance (a mask's format is its file name's).
+    output_format: str = "nii.gz"
 
     @classmethod
     def create(

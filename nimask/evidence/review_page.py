@@ -95,10 +95,10 @@ def _threshold_text(r: FileResult) -> str:
     return r.threshold_mode
 
 
-def _case_json(i: int, r: FileResult, href: str) -> dict[str, Any]:
+def _case_json(i: int, r: FileResult, href: str, name: str) -> dict[str, Any]:
     return {
         "i": i,
-        "name": Path(r.input).name,
+        "name": name,
         "input": r.input,
         "output": r.output,
         "status": r.status,
@@ -117,8 +117,7 @@ def _case_json(i: int, r: FileResult, href: str) -> dict[str, Any]:
     }
 
 
-def _card(i: int, r: FileResult, href: str) -> str:
-    name = Path(r.input).name
+def _card(i: int, r: FileResult, href: str, name: str) -> str:
     cls = "failed" if r.status == "failed" else ("flagged" if r.flags else "")
     out = [f'<div class="card {cls}" id="{html.escape(name)}" data-i="{i}">']
     if href:
@@ -155,8 +154,7 @@ _COLUMNS = (  # header, sort key ("" = not sortable)
 )
 
 
-def _row(i: int, r: FileResult) -> str:
-    name = Path(r.input).name
+def _row(i: int, r: FileResult, name: str) -> str:
     cls = "failed" if r.status == "failed" else ("flagged" if r.flags else "")
     cells = [
         f'<td class="n">{i + 1}</td>',
@@ -181,13 +179,18 @@ def _row(i: int, r: FileResult) -> str:
 
 
 def write_index(results: Sequence[FileResult], qc_dir: str | os.PathLike[str],
-                *, title: str = "nimask QC") -> Path:
+                *, title: str = "nimask QC", labels: Sequence[str] | None = None) -> Path:
     """Write ``index.html`` in ``qc_dir``: the review page of a batch.
 
     Cases appear in the order of ``results`` (sortable on the page); a failed
-    case has a card with its reason and no picture.  Returns the path of the
-    page (written atomically).
+    case has a card with its reason and no picture.  ``labels`` names each case
+    (default: the input's file name; a nested tree passes the path relative to
+    its input folder, so that two ``scan.nii.gz`` stay apart).  Returns the path
+    of the page (written atomically).
     """
+    names = [Path(r.input).name for r in results] if labels is None else list(labels)
+    if len(names) != len(results):
+        raise ValueError(f"{len(names)} labels for {len(results)} results")
     folder = Path(qc_dir)
     folder.mkdir(parents=True, exist_ok=True)
     hrefs = [_png_href(r, folder) for r in results]
@@ -202,8 +205,8 @@ def write_index(results: Sequence[FileResult], qc_dir: str | os.PathLike[str],
     data = {
         "batch": batch_id(results),
         "title": title,
-        "cases": [_case_json(i, r, h) for i, (r, h) in enumerate(zip(results, hrefs,
-                                                                       strict=True))],
+        "cases": [_case_json(i, r, h, n) for i, (r, h, n) in enumerate(zip(
+            results, hrefs, names, strict=True))],
     }
     payload = json.dumps(data, allow_nan=False).replace("</", "<\\/")
     flag_options = "".join(f'<option value="{html.escape(k)}">{html.escape(k)}</option>'
@@ -231,7 +234,8 @@ def write_index(results: Sequence[FileResult], qc_dir: str | os.PathLike[str],
     parts.append('<noscript><p class="warn">Sorting, filtering and rating need JavaScript; '
                  "the cases and the table are shown below.</p></noscript>")
     parts.append('<main><div class="grid" id="grid">')
-    parts.extend(_card(i, r, h) for i, (r, h) in enumerate(zip(results, hrefs, strict=True)))
+    parts.extend(_card(i, r, h, n) for i, (r, h, n) in enumerate(zip(results, hrefs, names,
+                                                                        strict=True)))
     parts.append("</div>")
     head = "".join(
         f'<th data-sort="{key}">{html.escape(label)}</th>' if key else
@@ -239,7 +243,7 @@ def write_index(results: Sequence[FileResult], qc_dir: str | os.PathLike[str],
         for label, key in _COLUMNS
     )
     parts.append(f'<table id="table"><thead><tr>{head}</tr></thead><tbody>')
-    parts.extend(_row(i, r) for i, r in enumerate(results))
+    parts.extend(_row(i, r, n) for i, (r, n) in enumerate(zip(results, names, strict=True)))
     parts.append("</tbody></table></main>")
     parts.append(_VIEWER)
     parts.append(f'<script type="application/json" id="nimask-data">{payload}</script>')

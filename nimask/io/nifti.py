@@ -55,6 +55,7 @@ __all__ = [
     "cleanup_temporaries",
     "inspect_nifti",
     "read_descrip",
+    "read_start",
     "read_volume",
     "verify_payload",
     "write_mask",
@@ -107,10 +108,17 @@ class LoadedVolume:
     notes: list[str] = field(default_factory=list)
 
 
-def _read_prefix(path: Path, size: int = 540) -> tuple[bytes, bool]:
+def read_start(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of a file, with a one-line reason when it cannot be opened.
+
+    Raises
+    ------
+    VolumeReadError
+        A directory, a broken symbolic link, a missing or unreadable file.
+    """
     try:
         with open(path, "rb") as fh:
-            magic = fh.read(2)
+            return fh.read(size)
     except IsADirectoryError as exc:
         raise VolumeReadError("is a directory, not a file") from exc
     except FileNotFoundError as exc:
@@ -121,7 +129,10 @@ def _read_prefix(path: Path, size: int = 540) -> tuple[bytes, bool]:
         raise VolumeReadError("file not found (removed during the run?)") from exc
     except OSError as exc:
         raise VolumeReadError(f"cannot open: {exc.strerror or exc}") from exc
-    gzipped = magic == b"\x1f\x8b"
+
+
+def _read_prefix(path: Path, size: int = 540) -> tuple[bytes, bool]:
+    gzipped = read_start(path, 2) == b"\x1f\x8b"
     try:
         if gzipped:
             with gzip.open(path, "rb") as gz:
@@ -211,8 +222,11 @@ def inspect_nifti(path: str | os.PathLike[str]) -> NiftiInfo:
     if len(shape) > 3:
         notes.append(f"trailing singleton dimension(s) squeezed: {list(shape)} -> "
                      f"{list(shape[:3])}")
-    if not gzipped:
+    gz_name = path.name.lower().endswith(".gz")
+    if gz_name and not gzipped:
         notes.append("file is named .nii.gz but is not gzip-compressed; read as plain NIfTI")
+    elif gzipped and not gz_name:
+        notes.append("file is named .nii but is gzip-compressed; read as compressed NIfTI")
     # A single-file NIfTI-1 keeps its data at or after byte 352 (readers
     # treat a smaller vox_offset as 352).
     vox_offset = max(int(header["vox_offset"]), 352)
@@ -221,11 +235,31 @@ def inspect_nifti(path: str | os.PathLike[str]) -> NiftiInfo:
     return NiftiInfo(path, header, gzipped, shape, payload_end, notes)
 
 
+def _header_bytes(path: str | os.PathLike[str], size: int) -> bytes:
+    """The first ``size`` bytes of a file, decompressed when it is gzip (one open, one read)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        if head[:2] != b"\x1f\x8b":
+            return head[:size]
+        inflate = zlib.decompressobj(31)
+        prefix = inflate.decompress(head, size)
+        while len(prefix) < size and not inflate.eof:
+            chunk = inflate.unconsumed_tail or fh.read(_CHUNK)
+            if not chunk:
+                break
+            prefix += inflate.decompress(chunk, size - len(prefix))
+        return prefix
+
+
 def read_descrip(path: str | os.PathLike[str]) -> str | None:
-    """The NIfTI ``descrip`` text of a file, or ``None`` if it is not a readable NIfTI-1."""
+    """The NIfTI ``descrip`` text of a file, or ``None`` if it is not a readable NIfTI-1.
+
+    Reads the file once, decompressing only the header (discovery calls it for every
+    candidate input).
+    """
     try:
-        prefix, _ = _read_prefix(Path(path), 348)
-    except VolumeReadError:
+        prefix = _header_bytes(path, 348)
+    except (OSError, zlib.error):
         return None
     if len(prefix) < 348 or 348 not in struct.unpack("<i", prefix[:4]) + struct.unpack(
         ">i", prefix[:4]
