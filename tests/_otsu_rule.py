@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from nimask.otsu import otsu_from_histogram
+from nimask.core.otsu import otsu_from_histogram
 
 BINS = 128
 

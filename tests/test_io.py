@@ -103,6 +103,7 @@ def test_header_claiming_more_data_than_the_file_holds(tmp_path: Path) -> None:
     header = nib.Nifti1Header()
     header.set_data_shape((2000, 2000, 2000))
     header.set_data_dtype(np.float32)
+    header["vox_offset"] = 352
     raw = header.binaryblock + b"\0" * 4 + np.zeros(1000, np.float32).tobytes()
     path = tmp_path / "huge.nii.gz"
     path.write_bytes(gzip.compress(raw))
