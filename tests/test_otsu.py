@@ -185,6 +185,49 @@ def test_degenerate_itk_histogram_uses_the_exact_rule() -> None:
     assert itk_otsu_threshold(big) == itk_threshold(big.astype(np.float64))
 
 
+def test_float64_beyond_float32_range_uses_the_exact_rule() -> None:
+    array = np.full((5, 6, 7), -1e300)
+    array[1:4, 2:5, 3:6] = 1e300
+    array[0, :3, :4] = 2e299
+    # ITK's single-precision bin width overflows: its threshold is not finite
+    assert not math.isfinite(itk_threshold(array))
+    assert otsu(array).rule == "exact"
+    image = sitk.GetImageFromArray(array)
+    outcome = masking.threshold_mask(image)
+    t = exact_rule_threshold(array)
+    assert outcome.otsu_threshold == t
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(outcome.mask), array > t)
+    assert sitk.GetArrayViewFromImage(outcome.mask)[array == 1e300].all()
+    assert not sitk.GetArrayViewFromImage(outcome.mask)[array == -1e300].any()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int32_tiny_range_at_huge_offset_is_deterministic(threads: int) -> None:
+    # ITK's float32 bin width collapses near 2**31: its own filter gave two
+    # different thresholds in 100 runs on such a volume (one thread as well).
+    rng = np.random.default_rng(1)
+    array = (2**31 - 100 + rng.integers(0, 51, (30, 30, 30))).astype(np.int32)
+    assert otsu(array).rule == "exact"
+    image = sitk.GetImageFromArray(array)
+    t = exact_rule_threshold(array)
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    try:
+        masks = {sitk.GetArrayFromImage(masking.threshold_mask(image).mask).tobytes()
+                 for _ in range(10)}
+        values = {masking.otsu_threshold(image) for _ in range(10)}
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+    assert values == {float(t)}
+    assert masks == {(array > t).astype(np.uint8).tobytes()}
+    # two values at the top of the type: the higher one is foreground
+    two = np.where(rng.random((8, 9, 10)) < 0.3, 2**31 - 1, 2**31 - 5).astype(np.int32)
+    assert otsu(two).rule == "exact"
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(masking.threshold_mask(sitk.GetImageFromArray(two)).mask),
+        (two == 2**31 - 1))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fast_path_taken_on_ordinary_volumes(dtype: type) -> None:
     rng = np.random.default_rng(7)

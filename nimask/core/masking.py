@@ -507,6 +507,10 @@ def validate_closing_radius_mm(closing_radius_mm: object) -> float | None:
 def mm_ball_radii(spacing_xyz: Sequence[float], closing_radius_mm: float) -> tuple[float, ...]:
     """Per-axis ball radii in voxels, array order (z, y, x): ``R / spacing``.
 
+    Each quotient is rounded to ``double``; :func:`nimask.closing.ellipsoid_kernel`
+    then decides every offset exactly on these values (the tie rule of
+    :func:`close_mask`).
+
     Raises
     ------
     InvalidVolumeError
@@ -553,12 +557,18 @@ def close_mask(
         Ball radius in voxels (>= 0).
     closing_radius_mm : float or None
         Keyword-only.  When given, replaces ``closing_radius``: the ball is
-        round in millimetres, with per-axis radius ``R / spacing_i`` voxels and
-        ITK's half-voxel rule, i.e. it holds the offsets ``d`` (in voxels) with
-        ``sum((d_i * spacing_i / (R + spacing_i / 2))**2) <= 1``.  On
-        isotropic voxels of size ``s``, ``closing_radius_mm = r * s`` is
-        ``closing_radius = r``; when every ``R / spacing_i`` is an integer it
-        is ITK's ball with that radius vector.  ``0`` disables closing.
+        round in millimetres, with per-axis radius ``r_i = R / spacing_i``
+        voxels and ITK's half-voxel rule, i.e. it holds the offsets ``d`` (in
+        voxels) with ``sum((d_i / (r_i + 1/2))**2) <= 1``.  Tie rule: ``r_i``
+        is the quotient rounded to ``double`` (Python's ``R / s``), the
+        inequality is then decided exactly (rational arithmetic), and offsets
+        exactly on the ellipsoid are inside (``R = 2``, ``s = 0.8``:
+        ``r = 2.5``, ``d = 3`` is inside, although ``3 * 0.8 / (2 + 0.8 / 2)``
+        evaluated in floating point exceeds 1).  On isotropic voxels of size
+        ``s``, ``closing_radius_mm = r * s`` is ``closing_radius = r``; when
+        every ``r_i`` is an integer it is ITK's ball with that radius vector
+        (no offset then lies exactly on the ellipsoid).  ``0`` disables
+        closing.
     method : {"fast", "itk"}
         Keyword-only.  ``"itk"`` runs ``sitk.BinaryMorphologicalClosing``
         (voxel radius only); both give the same voxels.
