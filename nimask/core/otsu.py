@@ -242,12 +242,15 @@ def _count_small_ints(array: np.ndarray, mask: np.ndarray | None, vmin: int, vma
     ``cuts`` are integers clipped to ``[vmin, vmax + 1]``.
     """
     span = vmax - vmin + 1
-    # 0 <= v - vmin < span: exact in int64, or in the voxels' own 64-bit type
-    work = array.dtype.type if array.dtype.itemsize == 8 else np.int64
-    origin = work(vmin)
+    wide = array.dtype.itemsize == 8
     per_value = np.zeros(span, dtype=np.int64)
     for block in _blocks(array, mask):
-        offsets = np.subtract(block.astype(work, copy=False), origin).astype(np.intp)
+        if wide:
+            # v - vmin in the voxels' own 64-bit type: exact, 0 <= v - vmin < span
+            offsets = np.subtract(block, array.dtype.type(vmin)).astype(np.intp, copy=False)
+        else:
+            offsets = block.astype(np.intp)
+            offsets -= vmin
         per_value += np.bincount(offsets, minlength=span)
     cumulative = np.concatenate(([0], np.cumsum(per_value)))
     below = [0, *(int(cumulative[c - vmin]) for c in cuts), int(cumulative[-1])]

@@ -427,7 +427,7 @@ class _StreamEnd:
 
 
 def _read_stream(path: Path, gzipped: bool, start: int, out: np.ndarray,
-                 need: int) -> _StreamEnd:
+                 need: int, *, stop_after: int | None = None) -> _StreamEnd:
     """Copy bytes ``[start, start + out.size)`` of the (decompressed) file into ``out``.
 
     A gzip file is decompressed to its end, member after member (straight
@@ -437,6 +437,7 @@ def _read_stream(path: Path, gzipped: bool, start: int, out: np.ndarray,
     bytes say.  Bytes after the last member that do not start another member
     are counted as trailing (ITK and zlib ignore them).  ``need`` is the size
     the header promises; a stream going on far beyond it is refused.
+    ``stop_after``: return (unverified) once that many bytes were decompressed.
     """
     end = start + out.size
     position = 0  # offset in the uncompressed stream
@@ -469,6 +470,8 @@ def _read_stream(path: Path, gzipped: bool, start: int, out: np.ndarray,
                         "truncated gzip file: the compressed stream ends before its end marker"
                     )
                 take(decomp.decompress(chunk, _CHUNK * 4))
+                if stop_after is not None and position >= stop_after:
+                    return _StreamEnd(position)
                 if not decomp.eof:
                     continue
                 # the member ended and its CRC and length matched
@@ -486,9 +489,13 @@ def _read_stream(path: Path, gzipped: bool, start: int, out: np.ndarray,
 
 
 def _stream_problem(path: Path) -> str | None:
-    """Why the gzip stream of ``path`` cannot be read to its end, or ``None``."""
+    """Why the gzip stream of ``path`` is corrupt or truncated, or ``None``.
+
+    Used to name the cause when a header or ITK's reader fails; looks at the
+    first 64 MiB at most (a damaged stream garbles what follows the damage).
+    """
     try:
-        _read_stream(path, True, 0, np.empty(0, np.uint8), 1 << 62)
+        _read_stream(path, True, 0, np.empty(0, np.uint8), 1 << 62, stop_after=1 << 26)
     except VolumeReadError as exc:
         return str(exc)
     except OSError:
@@ -710,9 +717,8 @@ def read_volume(path: str | os.PathLike[str]) -> LoadedVolume:
     except RuntimeError as exc:
         message = _one_line(exc)
         if "orthonormal" not in message:
-            # ITK's reader meets a corrupt stream as "not recognized as a NIFTI file"
-            problem = _stream_problem(info.path) if info.gzipped else None
-            raise VolumeReadError(problem or f"ITK cannot read it: {message}") from exc
+            # (the stream was verified: ITK never meets a corrupt one here)
+            raise VolumeReadError(f"ITK cannot read it: {message}") from exc
         try:
             with _permissive_sform():
                 image, direct = itk_read()
