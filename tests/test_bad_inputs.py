@@ -38,6 +38,7 @@ from nimask.batch.settings import MaskSettings
 from nimask.exceptions import InputFolderError, ParameterError, VolumeReadError
 from nimask.io.discovery import scan_folder
 from nimask.io.nifti import read_volume
+from nimask.records import Case
 
 GOOD = ramp()
 WINDOW = (20.0, 60.0)
@@ -465,14 +466,14 @@ def test_any_exception_while_reading_fails_only_that_file(
     folder.mkdir()
     for name in ("a", "b", "c"):
         write(folder / f"{name}.nii.gz", GOOD)
-    real = nimask.batch.case.read_volume
+    real = nimask.batch.case.read_case
 
-    def faulty(path: Path) -> object:
-        if Path(path).name == "b.nii.gz":
+    def faulty(case: Case) -> object:
+        if Path(case.source).name == "b.nii.gz":
             raise KeyError("no such field")
-        return real(path)
+        return real(case)
 
-    monkeypatch.setattr(nimask.batch.case, "read_volume", faulty)
+    monkeypatch.setattr(nimask.batch.case, "read_case", faulty)
     results = mask_dataset(folder, tmp_path / "out", WINDOW, 0, workers=1)
     assert [(r.status, r.error) for r in results] == [
         ("written", ""), ("failed", "KeyError: 'no such field'"), ("written", "")]

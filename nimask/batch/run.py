@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -435,13 +436,18 @@ def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _input_paths(value: object) -> Path | list[Path]:
-    """``nii_folder`` as a path or a list of paths (``ParameterError`` for bytes)."""
+def _input_paths(value: Any) -> Any:
+    """``nii_folder`` checked to be text paths (``ParameterError`` for bytes), else as given."""
     if isinstance(value, (str, bytes, os.PathLike)):
-        return as_path(value, "nii_folder")
+        as_path(value, "nii_folder")
+        return value
     if isinstance(value, Iterable):
-        return [as_path(item, "each entry of nii_folder") for item in value]
-    return as_path(value, "nii_folder")
+        items = list(value)
+        for item in items:
+            as_path(item, "each entry of nii_folder")
+        return items
+    as_path(value, "nii_folder")  # raises: not a path
+    return value
 
 
 def _validate_workers(workers: object) -> int:

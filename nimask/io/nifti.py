@@ -829,10 +829,11 @@ def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str) 
     """Write ``mask`` atomically to ``out_path`` with the input's spatial header.
 
     The file is the header of :func:`mask_header`, an empty extension flag and
-    the voxels, gzip-compressed as nibabel writes ``.nii.gz`` (level 1, no name,
-    mtime 0: the same mask gives the same bytes).  The data go to a temporary
-    file in the same folder which is flushed, fsync'ed and renamed over
-    ``out_path``; on any failure the temporary file is removed and
+    the voxels; a name ending in ``.gz`` is gzip-compressed as nibabel writes
+    ``.nii.gz`` (level 1, no name, mtime 0: the same mask gives the same
+    bytes), any other name (``.nii``) is written plain.  The data go to a
+    temporary file in the same folder which is flushed, fsync'ed and renamed
+    over ``out_path``; on any failure the temporary file is removed and
     ``out_path`` is left as it was.
 
     Raises
@@ -843,7 +844,8 @@ def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str) 
     data = sitk.GetArrayViewFromImage(mask)  # (z, y, x): x varies fastest, as in NIfTI
     if data.dtype != np.uint8:
         data = data.astype(np.uint8)
-    contents = _MaskFile(mask_header(info, descrip).binaryblock, np.ascontiguousarray(data))
+    contents = _MaskFile(mask_header(info, descrip).binaryblock, np.ascontiguousarray(data),
+                         gzipped=Path(out_path).name.lower().endswith(".gz"))
     atomic_write(out_path, lambda tmp: _save_mask_file(contents, tmp))
 
 
@@ -853,16 +855,19 @@ class _MaskFile:
 
     header: bytes
     voxels: np.ndarray
+    gzipped: bool = True
 
 
 def _save_mask_file(contents: _MaskFile, path: Path) -> None:
     """Write a single-file NIfTI-1, gzip-compressed as nibabel does (level 1, mtime 0)."""
-    with open(path, "wb") as raw, gzip.GzipFile(
-        filename="", mode="wb", compresslevel=1, fileobj=raw, mtime=0
-    ) as gz:
-        gz.write(contents.header)
-        gz.write(b"\0" * (_HEADER_BYTES - len(contents.header)))  # no extension
-        gz.write(contents.voxels.data)
+    with open(path, "wb") as raw:
+        out: Any = raw
+        if contents.gzipped:
+            out = gzip.GzipFile(filename="", mode="wb", compresslevel=1, fileobj=raw, mtime=0)
+        with out:
+            out.write(contents.header)
+            out.write(b"\0" * (_HEADER_BYTES - len(contents.header)))  # no extension
+            out.write(contents.voxels.data)
 
 
 def atomic_write(out_path: Path, write: Any) -> None:
