@@ -99,3 +99,23 @@ def checksums(folder: Path) -> dict[str, tuple[str, int, float]]:
     return sums
 
 
+
+
+def raw_nifti(data: np.ndarray, **fields: object) -> bytes:
+    """Uncompressed single-file NIfTI-1 bytes of ``data`` with header fields set as given.
+
+    The fields are written as is, without nibabel's checks (negative ``pixdim``,
+    odd ``qfac``, codes outside 0-4, any ``vox_offset``...); ``vox_offset`` is
+    352 unless given, and the data always start at byte 352.  The default
+    geometry is :data:`AFFINE` as qform (code 1) and sform (code 1).
+    """
+    header = nib.Nifti1Header(endianness=data.dtype.byteorder if data.dtype.byteorder in "<>"
+                              else "=")
+    header.set_data_dtype(data.dtype)
+    header.set_data_shape(data.shape)
+    header.set_qform(AFFINE, 1)
+    header.set_sform(AFFINE, 1)
+    header["vox_offset"] = 352
+    for key, value in fields.items():
+        header[key] = value
+    return header.binaryblock + b"\0" * 4 + data.tobytes(order="F")

@@ -7,9 +7,11 @@ the rest of the batch must go on.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import logging
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,17 +25,20 @@ from _nifti_fixtures import (
     header_only,
     load_mask,
     ramp,
+    raw_nifti,
     write,
     write_scaled,
 )
 
+import nimask.batch.case
 import nimask.io.nifti
 from nimask import mask_dataset
 from nimask.batch.case import process_file
 from nimask.batch.settings import MaskSettings
-from nimask.exceptions import InputFolderError
+from nimask.exceptions import InputFolderError, ParameterError, VolumeReadError
 from nimask.io.discovery import scan_folder
 from nimask.io.nifti import read_volume
+from nimask.records import Case
 
 GOOD = ramp()
 WINDOW = (20.0, 60.0)
@@ -362,3 +367,152 @@ def test_process_file_on_a_directory_does_not_raise(tmp_path: Path) -> None:
     res = process_file(tmp_path / "d.nii.gz", tmp_path, MaskSettings.create())
     assert res.status == "failed"
     assert res.error == "is a directory, not a file"
+
+
+# --- headers that fail alone, in-process, with their own reason -------------------------
+
+def _gz(raw: bytes) -> bytes:
+    return gzip.compress(raw, mtime=0)
+
+
+def _cut_with_size_field(raw: bytes) -> bytes:
+    """A truncated gzip file whose last four bytes are the full size (ISIZE)."""
+    cut = bytearray(_gz(raw)[: len(_gz(raw)) * 2 // 3])
+    cut[-4:] = struct.pack("<I", len(raw))
+    return bytes(cut)
+
+
+_I16 = GOOD.astype(np.int16)
+_F32 = GOOD.astype(np.float32)
+_DIM8 = np.array([8, 12, 10, 8, 1, 1, 1, 1], dtype=np.int16)
+# name -> (file bytes, exact reason)
+BAD_HEADERS: dict[str, tuple[bytes, str]] = {
+    "vox_offset_inf.nii.gz": (_gz(raw_nifti(_I16, vox_offset=np.inf)),
+                              "invalid header: vox_offset is inf"),
+    "vox_offset_nan.nii.gz": (_gz(raw_nifti(_I16, vox_offset=np.nan)),
+                              "invalid header: vox_offset is nan"),
+    "vox_offset_inside.nii.gz": (
+        _gz(raw_nifti(_F32, vox_offset=100)),
+        "invalid header: vox_offset = 100 lies inside the 352-byte header of a single-file "
+        "NIfTI-1 (readers disagree on where the voxels start)"),
+    "vox_offset_negative.nii.gz": (
+        _gz(raw_nifti(_I16, vox_offset=-16)),
+        "invalid header: vox_offset = -16 lies inside the 352-byte header of a single-file "
+        "NIfTI-1 (readers disagree on where the voxels start)"),
+    "nan_inter_int16.nii.gz": (
+        _gz(raw_nifti(_I16, scl_slope=2.0, scl_inter=np.nan)),
+        "invalid header: scl_inter is nan with scl_slope 2: the scaled intensities are "
+        "undefined"),
+    "nan_inter_float32.nii.gz": (
+        _gz(raw_nifti(_F32, scl_slope=2.0, scl_inter=np.nan)),
+        "invalid header: scl_inter is nan with scl_slope 2: the scaled intensities are "
+        "undefined"),
+    "truncated_float32.nii.gz": (
+        _cut_with_size_field(raw_nifti(_F32)),
+        "truncated gzip file: the compressed stream ends before its end marker"),
+    "truncated_int16.nii.gz": (
+        _cut_with_size_field(raw_nifti(_I16)),
+        "truncated gzip file: the compressed stream ends before its end marker"),
+    "dim0_8.nii.gz": (_gz(raw_nifti(_I16, dim=_DIM8)),
+                      "invalid header: dim[0] = 8 (must be 1 to 7)"),
+    "dim0_8_big_endian.nii.gz": (_gz(raw_nifti(_I16.astype(">i2"), dim=_DIM8)),
+                                 "invalid header: dim[0] = 8 (must be 1 to 7)"),
+    "binary.nii.gz": (
+        _gz(raw_nifti(np.zeros((8, 8, 8), np.uint8), datatype=1, bitpix=1)),
+        "unsupported voxel type binary (NIfTI datatype 1): nimask masks volumes of 8- to "
+        "64-bit integers, float32 and float64"),
+    "float128.nii.gz": (
+        _gz(raw_nifti(np.zeros((4, 4, 4, 2), np.float64).reshape(4, 4, 8), datatype=1536,
+                      bitpix=128, dim=np.array([3, 4, 4, 4, 1, 1, 1, 1], np.int16))),
+        "unsupported voxel type float128 (NIfTI datatype 1536): nimask masks volumes of 8- "
+        "to 64-bit integers, float32 and float64"),
+    "slope_overflow.nii.gz": (
+        _gz(raw_nifti(_I16, scl_slope=1e37, scl_inter=0.0)),
+        "scaling overflow: scl_slope = 1e+37 and scl_inter = 0 take 623 voxels beyond the "
+        "float32 range ITK reads scaled voxels into"),
+}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_headers_fail_alone_with_their_reason_and_the_report_is_written(
+    tmp_path: Path, workers: int
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, (content, _) in BAD_HEADERS.items():
+        (folder / name).write_bytes(content)
+    write(folder / "zz_good.nii.gz", GOOD)  # processed after every bad file
+    report = tmp_path / "report.csv"
+    out = tmp_path / "out"
+    results = mask_dataset(folder, out, WINDOW, 0, workers=workers, report=report)
+    by_name = {Path(r.input).name: r for r in results}
+    for name, (_, reason) in BAD_HEADERS.items():
+        assert (by_name[name].status, by_name[name].error) == ("failed", reason), name
+    assert by_name["zz_good.nii.gz"].status == "written"
+    assert os.listdir(out) == ["zz_good_mask.nii.gz"]
+    with open(report, newline="") as fh:
+        rows = {Path(row["input"]).name: row for row in csv.DictReader(fh)}
+    assert sorted(rows) == sorted(by_name)
+    assert {name: rows[name]["error"] for name in BAD_HEADERS} == {
+        name: reason for name, (_, reason) in BAD_HEADERS.items()}
+
+
+def test_any_exception_while_reading_fails_only_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fault nimask does not foresee (here a KeyError from inside the reader
+    # for one file) fails that file with its type named; the batch goes on.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        write(folder / f"{name}.nii.gz", GOOD)
+    real = nimask.batch.case.read_case
+
+    def faulty(case: Case) -> object:
+        if Path(case.source).name == "b.nii.gz":
+            raise KeyError("no such field")
+        return real(case)
+
+    monkeypatch.setattr(nimask.batch.case, "read_case", faulty)
+    results = mask_dataset(folder, tmp_path / "out", WINDOW, 0, workers=1)
+    assert [(r.status, r.error) for r in results] == [
+        ("written", ""), ("failed", "KeyError: 'no such field'"), ("written", "")]
+
+
+def test_corrupt_gzip_streams_say_so(tmp_path: Path) -> None:
+    # 40 single-byte corruptions anywhere after the gzip header's fixed fields
+    # (bytes 4-9, time stamp and OS, do not affect the data).
+    clean = _gz(raw_nifti(_I16))
+    rng = np.random.default_rng(12)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    positions = sorted(rng.choice(np.arange(10, len(clean)), 40, replace=False).tolist())
+    for position in positions:
+        damaged = bytearray(clean)
+        damaged[position] ^= 0xFF
+        (folder / f"c{position:05d}.nii.gz").write_bytes(bytes(damaged))
+    results = mask_dataset(folder, tmp_path / "out", WINDOW, 0, workers=1)
+    assert len(results) == 40
+    for result in results:
+        assert result.status == "failed"
+        assert result.error.startswith(("the gzip stream is corrupt (",
+                                        "truncated gzip file")), result.error
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_bytes_paths_are_a_parameter_error(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = write(folder / "a.nii.gz", GOOD)
+    with pytest.raises(ParameterError, match=r"nii_folder must be a str or os\.PathLike "
+                       r"giving str, got bytes"):
+        mask_dataset(os.fsencode(folder), tmp_path / "out")
+    with pytest.raises(ParameterError, match="output_path must be a str"):
+        mask_dataset(folder, os.fsencode(tmp_path / "out"))
+    with pytest.raises(ParameterError, match="report must be a str"):
+        mask_dataset(folder, tmp_path / "out", report=b"r.csv")
+    with pytest.raises(ParameterError, match=r"path must be a str or os\.PathLike giving str"):
+        read_volume(os.fsencode(path))
+    assert not (tmp_path / "out").exists()  # rejected before any work
+    with pytest.raises(VolumeReadError):  # str paths still reach the reader
+        read_volume(str(folder / "missing.nii.gz"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import nibabel as nib
@@ -215,6 +217,59 @@ def test_mm_radius_kernel_on_ct_spacing() -> None:
               + (dx[None, None, :] * sx / (3 + sx / 2)) ** 2) <= 1
     np.testing.assert_array_equal(kernel, inside)
     assert int(kernel.sum()) == 145
+
+
+def _tie_rule_kernel(spacing_xyz: tuple[float, ...], radius_mm: float) -> np.ndarray:
+    """The documented rule, offset by offset: ``r_i = R / s_i`` in double, then exact."""
+    semi = [Fraction(radius_mm / s) + Fraction(1, 2) for s in reversed(spacing_xyz)]
+    half = [math.floor(a) for a in semi]
+    kernel = np.zeros([2 * h + 1 for h in half], dtype=bool)
+    for d in itertools.product(*(range(-h, h + 1) for h in half)):
+        if sum(Fraction(di * di) / (a * a) for di, a in zip(d, semi, strict=True)) <= 1:
+            kernel[tuple(di + h for di, h in zip(d, half, strict=True))] = True
+    return kernel
+
+
+def test_mm_kernel_offsets_exactly_on_the_ellipsoid_are_inside() -> None:
+    # 0.2 mm voxels along z and R = 2.5 mm: r_z = 2.5 / 0.2 = 12.5 in double, so the
+    # offset dz = 13 lies exactly on the ellipsoid (13 / (12.5 + 1/2) = 1): inside.
+    kernel = ellipsoid_kernel(mm_ball_radii((1.0, 1.0, 0.2), 2.5))
+    assert kernel.shape == (27, 7, 7)
+    assert kernel[0, 3, 3]
+    assert kernel[26, 3, 3]
+    # Two axes: R = 4.5 mm, spacing 1 x 2.25 mm: semi-axes 5 and 2.5 voxels,
+    # (dx, dy) = (3, 2) gives 9/25 + 4/6.25 = 1: inside; (4, 2) is not.
+    kernel = ellipsoid_kernel(mm_ball_radii((1.0, 2.25, 10.0), 4.5))
+    centre = tuple(n // 2 for n in kernel.shape)
+    assert kernel[centre[0], centre[1] + 2, centre[2] + 3]
+    assert kernel[centre[0], centre[1] - 2, centre[2] - 3]
+    assert not kernel[centre[0], centre[1] + 2, centre[2] + 4]
+    # y: 0.8 mm, R = 2 mm: r_y = 2.5 in double, dy = 3 on the ellipsoid: inside.
+    # The README formula evaluated in floating point puts it just outside
+    # (3 * 0.8 = 2.4000000000000004 > 2 + 0.8 / 2): the rule decides exactly
+    # on the double r_i instead.
+    assert (3 * 0.8 / (2.0 + 0.8 / 2)) ** 2 > 1
+    kernel = ellipsoid_kernel(mm_ball_radii((0.2, 0.8, 0.5), 2.0))
+    assert kernel.shape == (9, 7, 21)
+    assert kernel[4, 0, 10]
+    assert kernel[4, 6, 10]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mm_kernel_is_the_documented_rule(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    decimals = [0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9,
+                0.957, 1.0, 1.1, 1.2, 1.25, 1.3, 1.5, 2.0, 2.25, 2.5, 3.0]
+    checked = 0
+    while checked < 40:
+        spacing = tuple(float(rng.choice(decimals)) for _ in range(3))
+        radius_mm = float(rng.choice(decimals)) * int(rng.integers(1, 5))
+        if radius_mm / min(spacing) > 8:  # keep the offset-by-offset reference small
+            continue
+        checked += 1
+        expected = _tie_rule_kernel(spacing, radius_mm)
+        np.testing.assert_array_equal(ellipsoid_kernel(mm_ball_radii(spacing, radius_mm)),
+                                      expected, err_msg=f"{spacing} {radius_mm}")
 
 
 def test_mm_radius_zero_and_validation() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from _nifti_fixtures import raw_nifti
 from conftest import make_image
 
 from nimask import mask_dataset
@@ -103,6 +105,7 @@ def test_header_claiming_more_data_than_the_file_holds(tmp_path: Path) -> None:
     header = nib.Nifti1Header()
     header.set_data_shape((2000, 2000, 2000))
     header.set_data_dtype(np.float32)
+    header["vox_offset"] = 352
     raw = header.binaryblock + b"\0" * 4 + np.zeros(1000, np.float32).tobytes()
     path = tmp_path / "huge.nii.gz"
     path.write_bytes(gzip.compress(raw))
@@ -175,3 +178,187 @@ def test_not_nifti(tmp_path: Path, content: bytes, message: str) -> None:
     path.write_bytes(content)
     with pytest.raises(VolumeReadError, match=message):
         read_volume(path)
+
+
+# --- mirrored and odd geometry headers -----------------------------------------------
+
+def _pixdim(qfac: float = 1.0, x: float = 2.0, y: float = 2.0, z: float = 3.0) -> np.ndarray:
+    return np.array([qfac, x, y, z, 1, 1, 1, 1], dtype=np.float32)
+
+
+_QUATERN = {"quatern_b": 0.1, "quatern_c": -0.2, "quatern_d": 0.3,
+            "qoffset_x": -20.0, "qoffset_y": -30.0, "qoffset_z": 5.0}
+_SFORM = {"srow_x": [0, 2.0, 0, -20.0], "srow_y": [-2.0, 0, 0, 14.0], "srow_z": [0, 0, 3.0, 5.0]}
+# Headers whose geometry nibabel's writer "fixes" (or where the readers disagree).
+MIRRORED = {
+    "qfac-1": dict(pixdim=_pixdim(qfac=-1.0), qform_code=1, sform_code=0, **_QUATERN),
+    "qfac-2": dict(pixdim=_pixdim(qfac=-2.0), qform_code=1, sform_code=0, **_QUATERN),
+    "negative-x": dict(pixdim=_pixdim(x=-2.0), qform_code=1, sform_code=0, **_QUATERN),
+    "negative-z": dict(pixdim=_pixdim(z=-3.0), qform_code=1, sform_code=0, **_QUATERN),
+    "negative-y-qfac-1": dict(pixdim=_pixdim(qfac=-1.0, y=-2.0), qform_code=2, sform_code=0,
+                              **_QUATERN),
+    "qform-code-7": dict(qform_code=7, sform_code=0, **_QUATERN),
+    "qform-code-minus-1": dict(qform_code=-1, sform_code=0, **_QUATERN),
+    "sform-code-9": dict(qform_code=0, sform_code=9, **_SFORM),
+    "sform-code-minus-3-with-qform": dict(qform_code=1, sform_code=-3, **_QUATERN, **_SFORM),
+    "negative-x-with-sform": dict(pixdim=_pixdim(x=-2.0), qform_code=1, sform_code=2,
+                                  **_QUATERN, **_SFORM),
+}
+ODD_FIELDS = {
+    "qfac-1": None,
+    "qfac-2": "pixdim[0] (qfac) = -2",
+    "negative-x": "pixdim[1] = -2",
+    "negative-z": "pixdim[3] = -3",
+    "negative-y-qfac-1": "pixdim[2] = -2",
+    "qform-code-7": "qform_code = 7 (outside 0-4)",
+    "qform-code-minus-1": "qform_code = -1 (outside 0-4)",
+    "sform-code-9": "sform_code = 9 (outside 0-4)",
+    "sform-code-minus-3-with-qform": "sform_code = -3 (outside 0-4)",
+    "negative-x-with-sform": "pixdim[1] = -2",
+}
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize("case", sorted(MIRRORED))
+def test_mirrored_headers_mask_reads_back_like_its_input(
+    tmp_path: Path, case: str, dtype: type
+) -> None:
+    """ITK and nibabel each place the mask exactly where they place its input."""
+    data = np.zeros((20, 18, 16), dtype=dtype)
+    data[2:8, 3:12, 1:6] = 100  # an object away from every axis of symmetry
+    obj = data > 50
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = folder / "scan.nii.gz"
+    src.write_bytes(gzip.compress(raw_nifti(data, **MIRRORED[case]), mtime=0))
+    [result] = mask_dataset(folder, tmp_path / "out", (50, 150), 0, workers=1)
+    assert result.status == "written", result.error
+    out = tmp_path / "out" / "scan_mask.nii.gz"
+    assert result.mask_voxels == int(obj.sum()) == 270
+    odd = ODD_FIELDS[case]
+    geometry_notes = [n for n in result.notes if "read differently" in n]
+    if odd is None:
+        assert geometry_notes == []
+    else:
+        assert geometry_notes == [
+            f"header read differently by ITK and nibabel ({odd}): the mask keeps these "
+            "fields unchanged, so each reader places the mask where it places the input"]
+
+    # SimpleITK: the same origin, spacing and direction; resampled onto the
+    # input's grid, the mask is exactly the object.
+    itk_in, itk_mask = sitk.ReadImage(str(src)), sitk.ReadImage(str(out))
+    assert itk_mask.GetOrigin() == itk_in.GetOrigin()
+    assert itk_mask.GetSpacing() == itk_in.GetSpacing()
+    assert itk_mask.GetDirection() == itk_in.GetDirection()
+    resampled = sitk.Resample(itk_mask, itk_in, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(resampled).T, obj.astype(np.uint8))
+
+    # nibabel: the same affine, and the object's voxels.
+    nib_in, nib_mask = nib.load(src), nib.load(out)
+    np.testing.assert_array_equal(nib_mask.affine, nib_in.affine)
+    np.testing.assert_array_equal(nib_mask.header.get_qform(), nib_in.header.get_qform())
+    np.testing.assert_array_equal(nib_mask.header.get_sform(), nib_in.header.get_sform())
+    np.testing.assert_array_equal(np.asarray(nib_mask.dataobj), obj.astype(np.uint8))
+
+    # The spatial header fields are the input's, byte for byte.
+    raw_in = inspect_nifti(src).header
+    raw_mask = inspect_nifti(out).header
+    for key in ("pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
+                "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z",
+                "xyzt_units"):
+        np.testing.assert_array_equal(raw_mask[key][:4] if key == "pixdim" else raw_mask[key],
+                                      raw_in[key][:4] if key == "pixdim" else raw_in[key])
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_negative_pixdim_read_directly_as_itk_reads_it(tmp_path: Path, dtype: type) -> None:
+    # nimask's own read (one decompression) takes ITK's geometry: a negative
+    # spacing becomes a flipped direction column, as in ITK's ImageFileReader.
+    data = np.arange(4 * 5 * 6, dtype=dtype).reshape(4, 5, 6)
+    path = tmp_path / "neg.nii.gz"
+    path.write_bytes(gzip.compress(raw_nifti(data, **MIRRORED["negative-y-qfac-1"])))
+    mine, itk = read_volume(path).image, sitk.ReadImage(str(path))
+    assert (mine.GetOrigin(), mine.GetSpacing(), mine.GetDirection()) == (
+        itk.GetOrigin(), itk.GetSpacing(), itk.GetDirection())
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(mine),
+                                  sitk.GetArrayViewFromImage(itk))
+
+
+# --- the gzip stream must really end ----------------------------------------------------
+
+def _size_field_forged(stream: bytes, size: int) -> bytes:
+    """``stream`` cut short, its last four bytes set to ``size`` (the gzip ISIZE field)."""
+    cut = bytearray(stream[: len(stream) * 2 // 3])
+    cut[-4:] = struct.pack("<I", size % 2**32)
+    return bytes(cut)
+
+
+def _payload(dtype: type) -> tuple[np.ndarray, bytes]:
+    data = (np.arange(30 * 28 * 26) % 1000).reshape(30, 28, 26).astype(dtype)
+    return data, raw_nifti(data)
+
+
+def _members(raw: bytes, at: int) -> bytes:
+    return gzip.compress(raw[:at], mtime=0) + gzip.compress(raw[at:], mtime=0)
+
+
+# name -> (builder of the file's bytes from the uncompressed NIfTI, expected reason)
+BROKEN_STREAMS = {
+    "cut-size-field-forged": (
+        lambda raw: _size_field_forged(gzip.compress(raw, mtime=0), len(raw)),
+        "truncated gzip file: the compressed stream ends before its end marker"),
+    "second-member-cut-size-field-forged": (
+        lambda raw: _size_field_forged(_members(raw, 352), len(raw) - 352),
+        "truncated gzip file: the compressed stream ends before its end marker"),
+    "complete-member-then-cut-member": (
+        lambda raw: gzip.compress(raw, mtime=0) + gzip.compress(raw, mtime=0)[:200],
+        "truncated gzip file: the compressed stream ends before its end marker"),
+    "trailer-missing": (
+        lambda raw: gzip.compress(raw, mtime=0)[:-8],
+        "truncated gzip file: the compressed stream ends before its end marker"),
+    "crc-wrong": (
+        lambda raw: (lambda z: z[:-8] + bytes(4) + z[-4:])(gzip.compress(raw, mtime=0)),
+        "the gzip stream is corrupt ("),
+    "first-member-length-wrong": (
+        lambda raw: (lambda a, b: a[:-4] + struct.pack("<I", 7) + b)(
+            gzip.compress(raw[:1000], mtime=0), gzip.compress(raw[1000:], mtime=0)),
+        "the gzip stream is corrupt ("),
+    "short-member-then-garbage-size-field-forged": (
+        lambda raw: gzip.compress(raw[:5000], mtime=0) + b"\0" * 100 + struct.pack(
+            "<I", len(raw)),
+        "file holds 5000 bytes of data but its header needs"),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize("case", sorted(BROKEN_STREAMS))
+def test_gzip_stream_must_end_with_its_checks(tmp_path: Path, case: str, dtype: type) -> None:
+    # SimpleITK reads such files as a volume, with zeros where the data stop.
+    build, reason = BROKEN_STREAMS[case]
+    _, raw = _payload(dtype)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = folder / "a_bad.nii.gz"
+    bad.write_bytes(build(raw))
+    (folder / "b_good.nii.gz").write_bytes(gzip.compress(raw, mtime=0))
+    with pytest.raises(VolumeReadError) as caught:
+        read_volume(bad)
+    assert str(caught.value).startswith(reason)
+    results = mask_dataset(folder, tmp_path / "out", (100, 600), 0, workers=1)
+    assert [(r.status, r.error[: len(reason)]) for r in results] == [
+        ("failed", reason), ("written", "")]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_good_mask.nii.gz"]
+
+
+def test_multi_member_and_trailing_bytes_are_read(tmp_path: Path) -> None:
+    data, raw = _payload(np.int16)
+    expected = ((data >= 100) & (data <= 600)).astype(np.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "members.nii.gz").write_bytes(_members(raw, 352) + gzip.compress(b"", mtime=0))
+    (folder / "trailing.nii.gz").write_bytes(gzip.compress(raw, mtime=0) + b"\0" * 512)
+    results = mask_dataset(folder, tmp_path / "out", (100, 600), 0, workers=1)
+    assert [(r.status, r.notes) for r in results] == [
+        ("written", []), ("written", ["512 bytes after the end of the gzip stream ignored"])]
+    for result in results:
+        np.testing.assert_array_equal(np.asarray(nib.load(result.output).dataobj), expected)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -225,3 +227,81 @@ def test_rejects_non_scalar_3d(image: sitk.Image) -> None:
 def test_close_mask_radius_zero_is_identity() -> None:
     mask = sitk.Cast(make_image(box_volume(np.uint8) // 100), sitk.sitkUInt8)
     assert close_mask(mask, 0) is mask
+
+
+# --- 64-bit integers: windows and Otsu compared on the voxels' own integers ------------
+
+_I64 = np.iinfo(np.int64)
+_U64 = np.iinfo(np.uint64)
+
+
+def _int64_volume(dtype: type) -> np.ndarray:
+    """Values across the whole type, both extremes and their neighbours included."""
+    info = np.iinfo(dtype)
+    lo, hi = int(info.min), int(info.max)
+    values = [lo, lo + 1, lo + 1023, hi - 1024, hi - 1, hi, 0, 1, 500, 2**53 + 1, 2**62 + 1,
+              2**63 - 1]
+    if dtype == np.int64:
+        values += [-500, -501, -(2**62) - 1]
+    else:
+        values += [2**63, 2**64 - 2]
+    array = np.array(values * 4, dtype=object).astype(dtype)
+    return array[: (array.size // 6) * 6].reshape(2, 3, -1)
+
+
+def _window_oracle(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``low <= v <= high`` decided on Python integers (no double in between)."""
+    flat = [math.ceil(low) <= int(v) <= math.floor(high) for v in array.ravel().tolist()]
+    return np.array(flat, dtype=np.uint8).reshape(array.shape)
+
+
+WIDE_WINDOWS = [(-500, 1e20), (-1e300, 1e300), (0.0, 2.0**63), (-(2.0**63), 10.0),
+                (2.0**62, 2.0**64), (2.0**63 - 1024, 2.0**63 - 1024), (-0.5, 0.5)]
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+@pytest.mark.parametrize("window", WIDE_WINDOWS)
+def test_64bit_windows_compare_native_integers(dtype: type,
+                                               window: tuple[float, float]) -> None:
+    array = _int64_volume(dtype)
+    image = make_image(array)
+    expected = _window_oracle(array, *window)
+    for method in ("fast", "itk"):
+        outcome = threshold_mask(image, window, method=method)
+        np.testing.assert_array_equal(arr(outcome.mask), expected, err_msg=method)
+    # where ITK's double bounds are exact in the type, the plain filter agrees
+    low, high = max(math.ceil(window[0]), int(np.iinfo(dtype).min)), min(
+        math.floor(window[1]), int(np.iinfo(dtype).max))
+    if low <= high and all(float(b) == b and abs(b) < 2**63 for b in (low, high)):
+        np.testing.assert_array_equal(expected, arr(sitk.BinaryThreshold(image, low, high, 1, 0)))
+
+
+# Two values near the ends of the 64-bit types: Otsu separates them.  Where
+# ITK's threshold casts into the type, its filter is the reference; at 2**63
+# and 2**64 its cast is undefined (the filter then returns an empty or a full
+# mask): the documented rule keeps the higher value.
+TWO_VALUED_64 = [
+    (np.int64, 2**63 - 1000, 2**63 - 1, False),
+    (np.int64, -(2**63), -(2**63) + 1000, True),
+    (np.int64, -(2**63), 2**63 - 1, True),
+    (np.int64, 2**62, 2**62 + 1, True),  # one double, two integers: not a constant volume
+    (np.int64, 2**62, 2**62 + 4096, True),
+    (np.uint64, 2**64 - 1000, 2**64 - 1, False),
+    (np.uint64, 0, 2**64 - 1, True),
+]
+
+
+@pytest.mark.parametrize(("dtype", "low", "high", "itk_defined"), TWO_VALUED_64)
+def test_otsu_on_64bit_values_near_the_type_limits(dtype: type, low: int, high: int,
+                                                    itk_defined: bool) -> None:
+    array = np.full((6, 7, 8), low, dtype=dtype)
+    array[1:4, 2:5, 3:7] = dtype(high)
+    image = make_image(array)
+    expected = (array == dtype(high)).astype(np.uint8)
+    for method in ("fast", "itk") if itk_defined else ("fast",):
+        outcome = threshold_mask(image, None, method=method)
+        np.testing.assert_array_equal(arr(outcome.mask), expected, err_msg=method)
+    closed = compute_mask(image, None, 1)
+    assert arr(closed.mask).sum() >= expected.sum()
+    if itk_defined:
+        np.testing.assert_array_equal(expected, arr(plain_chain(image, None, 0)))

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from _nifti_fixtures import AFFINE, write
+from _otsu_rule import exact_rule_threshold
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nimask.core import masking
-from nimask.core.otsu import histogram_edges, itk_otsu_threshold, otsu_from_histogram
+from nimask.core.otsu import histogram_edges, itk_otsu_threshold, otsu, otsu_from_histogram
 from nimask.evidence.report import LARGE_COMPONENT_FRACTION, mask_statistics
 from nimask.io import nifti as io
 
@@ -100,12 +101,16 @@ def volumes(draw: st.DrawFn) -> np.ndarray:
 def test_numpy_otsu_equals_itk_filter(array: np.ndarray) -> None:
     if array.min() == array.max():
         return
-    fast = itk_otsu_threshold(array)
-    reference = itk_threshold(array)
-    if fast is not None:
-        assert fast == reference
-    # the public function always agrees (ITK's filter when numpy cannot prove it)
-    assert same(masking.otsu_threshold(sitk.GetImageFromArray(array)), reference)
+    public = masking.otsu_threshold(sitk.GetImageFromArray(array))
+    if otsu(array).rule == "itk":
+        # ITK's histogram is well defined: exactly ITK's value
+        reference = itk_threshold(array)
+        assert itk_otsu_threshold(array) == reference
+        assert public == reference
+    else:
+        # degenerate: the documented exact rule, never ITK's undefined value
+        assert itk_otsu_threshold(array) is None
+        assert public == exact_rule_threshold(array)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -121,17 +126,33 @@ def test_numpy_otsu_with_nonfinite_voxels(array: np.ndarray, share: float,
     finite = np.isfinite(array)
     if not finite.any() or array[finite].min() == array[finite].max():
         return
-    fast = itk_otsu_threshold(array, finite)
-    reference = itk_threshold(array, finite)
-    if fast is not None:
-        assert fast == reference
     image = sitk.GetImageFromArray(array)
-    assert same(masking.otsu_threshold(image), reference)
+    if otsu(array, finite).rule == "itk":
+        reference = itk_threshold(array, finite)
+        assert itk_otsu_threshold(array, finite) == reference
+        assert masking.otsu_threshold(image) == reference
+    else:
+        assert masking.otsu_threshold(image) == exact_rule_threshold(array, finite)
     _same_masks(image)
 
 
 def _same_masks(image: sitk.Image, threshold: tuple[float, float] | None = None) -> None:
+    """The fast path's mask is the ITK filters' (the exact rule's where ITK's is degenerate)."""
     fast = masking.threshold_mask(image, threshold)
+    if threshold is None:
+        view = sitk.GetArrayViewFromImage(image)
+        finite = np.isfinite(view) if view.dtype.kind == "f" else None
+        if otsu(view, finite).rule != "itk":
+            t = exact_rule_threshold(view, finite)
+            values = view if finite is None else np.where(finite, view, view.dtype.type(0))
+            expected = (values > view.dtype.type(t)) if finite is None else (
+                finite & (values > view.dtype.type(t)))
+            if not expected.any():  # the documented few-valued fallback: the maximum
+                top = view[finite].max() if finite is not None else view.max()
+                expected = (view == top)
+            assert fast.otsu_threshold == float(t)
+            assert np.array_equal(sitk.GetArrayViewFromImage(fast.mask), expected)
+            return
     ref = masking.threshold_mask(image, threshold, method="itk")
     assert same(fast.lower, ref.lower)
     assert same(fast.otsu_threshold, ref.otsu_threshold)
@@ -153,14 +174,58 @@ def test_numpy_foreground_equals_itk(array: np.ndarray, low: float, width: float
     _same_masks(image, (mid, mid))
 
 
-def test_fallback_cases_use_itk() -> None:
+def test_degenerate_itk_histogram_uses_the_exact_rule() -> None:
     # ITK's single-precision bin width collapses: 1e9 .. 1e9 + 3 in double
     array = np.array([1e9, 1e9 + 1, 1e9 + 3] * 4, dtype=np.float64).reshape(2, 2, 3)
     assert itk_otsu_threshold(array) is None
-    assert masking.otsu_threshold(sitk.GetImageFromArray(array)) == itk_threshold(array)
-    # 64-bit integers beyond 2**53
+    assert otsu(array).rule == "exact"
+    assert masking.otsu_threshold(sitk.GetImageFromArray(array)) == exact_rule_threshold(array)
+    # 64-bit integers beyond 2**53: binned as doubles, as ITK does (not a fallback)
     big = np.array([0, 2**60, 2**61], dtype=np.int64).reshape(1, 1, 3)
-    assert itk_otsu_threshold(big) is None
+    assert itk_otsu_threshold(big) == itk_threshold(big.astype(np.float64))
+
+
+def test_float64_beyond_float32_range_uses_the_exact_rule() -> None:
+    array = np.full((5, 6, 7), -1e300)
+    array[1:4, 2:5, 3:6] = 1e300
+    array[0, :3, :4] = 2e299
+    # ITK's single-precision bin width overflows: its threshold is not finite
+    assert not math.isfinite(itk_threshold(array))
+    assert otsu(array).rule == "exact"
+    image = sitk.GetImageFromArray(array)
+    outcome = masking.threshold_mask(image)
+    t = exact_rule_threshold(array)
+    assert outcome.otsu_threshold == t
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(outcome.mask), array > t)
+    assert sitk.GetArrayViewFromImage(outcome.mask)[array == 1e300].all()
+    assert not sitk.GetArrayViewFromImage(outcome.mask)[array == -1e300].any()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int32_tiny_range_at_huge_offset_is_deterministic(threads: int) -> None:
+    # ITK's float32 bin width collapses near 2**31: its own filter gave two
+    # different thresholds in 100 runs on such a volume (one thread as well).
+    rng = np.random.default_rng(1)
+    array = (2**31 - 100 + rng.integers(0, 51, (30, 30, 30))).astype(np.int32)
+    assert otsu(array).rule == "exact"
+    image = sitk.GetImageFromArray(array)
+    t = exact_rule_threshold(array)
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    try:
+        masks = {sitk.GetArrayFromImage(masking.threshold_mask(image).mask).tobytes()
+                 for _ in range(10)}
+        values = {masking.otsu_threshold(image) for _ in range(10)}
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+    assert values == {float(t)}
+    assert masks == {(array > t).astype(np.uint8).tobytes()}
+    # two values at the top of the type: the higher one is foreground
+    two = np.where(rng.random((8, 9, 10)) < 0.3, 2**31 - 1, 2**31 - 5).astype(np.int32)
+    assert otsu(two).rule == "exact"
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(masking.threshold_mask(sitk.GetImageFromArray(two)).mask),
+        (two == 2**31 - 1))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -209,7 +274,7 @@ def test_mask_statistics_components_as_relabel_on_the_whole_grid() -> None:
         assert stats.large_components == sum(s >= LARGE_COMPONENT_FRACTION * n for s in sizes)
 
 
-# --- the single-decompression read of float volumes --------------------------------
+# --- the single-decompression read -------------------------------------------------
 
 def reference_read(path: Path) -> sitk.Image:
     """ITK's NIfTI reader, then the NaN/Inf voxels put back as NaN."""
@@ -236,30 +301,48 @@ def _float_volume(dtype: type) -> np.ndarray:
     return data
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, ">f4", ">f8"])
+def _volume(dtype: str) -> np.ndarray:
+    if np.dtype(dtype).kind == "f":
+        return _float_volume(np.float64)
+    native = np.dtype(dtype).newbyteorder("=")
+    info = np.iinfo(native)
+    rng = np.random.default_rng(12)
+    data = rng.integers(0, min(int(info.max), 3000), (9, 8, 7)).astype(native)
+    data[0, 0, 0], data[0, 0, 1] = info.min, info.max  # the type's extremes read back
+    return data
+
+
+class _DirectSpy:
+    """Records the files whose image came from nimask's own read."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[Path] = []
+        real = io._direct_image
+
+        def spy(info: io.NiftiInfo, buffer: np.ndarray) -> sitk.Image | None:
+            image = real(info, buffer)
+            if image is not None:
+                self.paths.append(info.path)
+            return image
+
+        monkeypatch.setattr(io, "_direct_image", spy)
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i1", "<u2", ">i2", "<u4", ">i4", "<u8", ">i8",
+                                   np.float32, np.float64, ">f4", ">f8"])
 @pytest.mark.parametrize("gzipped", [True, False])
 @pytest.mark.parametrize("inflate", ["default", "zlib"])
-def test_direct_float_read_equals_itk_read(tmp_path: Path, dtype: str, gzipped: bool,
-                                           inflate: str,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_direct_read_equals_itk_read(tmp_path: Path, dtype: str, gzipped: bool,
+                                     inflate: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if inflate == "zlib":  # without the optional fast inflate
         monkeypatch.setattr(io, "_inflate", zlib)
-    path = write(tmp_path / "v.nii.gz", _float_volume(np.float64), dtype=dtype,
-                 gzipped=gzipped)
-    calls: list[Path] = []
-    real = io._read_float_direct
-
-    def spy(info: io.NiftiInfo) -> sitk.Image | None:
-        image = real(info)
-        if image is not None:
-            calls.append(info.path)
-        return image
-
-    monkeypatch.setattr(io, "_read_float_direct", spy)
+    path = write(tmp_path / "v.nii.gz", _volume(dtype), dtype=dtype, gzipped=gzipped)
+    spy = _DirectSpy(monkeypatch)
     loaded = io.read_volume(path)
-    assert calls == [path]
+    assert spy.paths == [path]
     assert_same_image(loaded.image, reference_read(path))
-    assert int(np.isnan(sitk.GetArrayViewFromImage(loaded.image)).sum()) == 3
+    if np.dtype(dtype).kind == "f":
+        assert int(np.isnan(sitk.GetArrayViewFromImage(loaded.image)).sum()) == 3
 
 
 @pytest.mark.parametrize(("slope", "inter", "direct"), [
@@ -268,7 +351,8 @@ def test_direct_float_read_equals_itk_read(tmp_path: Path, dtype: str, gzipped: 
     (1.0 + 1e-17, 0.0, True),
 ])
 def test_direct_read_only_where_itk_does_not_rescale(
-    tmp_path: Path, slope: float, inter: float, direct: bool
+    tmp_path: Path, slope: float, inter: float, direct: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = _float_volume(np.float32)
     image = nib.Nifti1Image(data, AFFINE)
@@ -278,8 +362,10 @@ def test_direct_read_only_where_itk_does_not_rescale(
     nib.save(image, path)
     info = io.inspect_nifti(path)
     assert io._must_rescale(info.header) is not direct
-    assert (io._read_float_direct(info) is not None) is direct
+    assert (io._read_voxels(info) is not None) is direct
+    spy = _DirectSpy(monkeypatch)
     assert_same_image(io.read_volume(path).image, reference_read(path))
+    assert (spy.paths == [path]) is direct
 
 
 def test_direct_read_of_multi_member_gzip_and_large_offset(tmp_path: Path) -> None:
@@ -300,23 +386,23 @@ def test_direct_read_of_multi_member_gzip_and_large_offset(tmp_path: Path) -> No
     assert_same_image(io.read_volume(ext).image, reference_read(ext))
 
 
-def test_direct_read_of_a_corrupt_stream_is_left_to_itk(
+def test_direct_read_of_a_corrupt_stream_names_the_corruption(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = np.random.default_rng(5)
     path = write(tmp_path / "v.nii.gz", rng.normal(0, 1, (40, 40, 40)).astype(np.float32))
     data = bytearray(path.read_bytes())
     at = 3 * len(data) // 4
-    data[at : at + 64] = bytes(64)  # ISIZE intact: the payload check passes
+    data[at : at + 64] = bytes(64)  # ISIZE intact
     path.write_bytes(bytes(data))
-    io.verify_payload(io.inspect_nifti(path))
-    with pytest.raises(io.VolumeReadError, match="ITK cannot read it") as direct:
+    with pytest.raises(io.VolumeReadError, match=r"^the gzip stream is corrupt \("):
         io.read_volume(path)
-    monkeypatch.setattr(io, "_read_float_direct", lambda info: None)
-    with pytest.raises(io.VolumeReadError) as itk_only:
+    with pytest.raises(io.VolumeReadError, match=r"^the gzip stream is corrupt \("):
+        io.verify_payload(io.inspect_nifti(path))
+    # the same reason when ITK would read the file (a rescaled volume)
+    monkeypatch.setattr(io, "_read_voxels", lambda info: None)
+    with pytest.raises(io.VolumeReadError, match=r"^the gzip stream is corrupt \("):
         io.read_volume(path)
-    # the same error as ITK's own full read
-    assert str(direct.value).split(":")[0] == str(itk_only.value).split(":")[0]
 
 
 @pytest.mark.slow

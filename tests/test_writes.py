@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -181,14 +180,14 @@ def test_interrupt_in_process_removes_the_temporary(
     for name in ("a", "b", "c"):
         write(folder / f"{name}.nii.gz", ramp())
     out = tmp_path / "out"
-    real_save = nib.save
+    real_save = nimask.io.nifti._save_mask_file
 
     def interrupted_save(image: object, filename: object) -> None:
         real_save(image, filename)
         if "b_mask" in str(filename):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(nimask.io.nifti.nib, "save", interrupted_save)
+    monkeypatch.setattr(nimask.io.nifti, "_save_mask_file", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
         mask_dataset(folder, out, WINDOW, 1, workers=1)
     assert sorted(os.listdir(out)) == ["a_mask.nii.gz"]
@@ -209,7 +208,7 @@ def test_failed_write_keeps_the_previous_mask(tmp_path: Path,
         Path(str(filename)).write_bytes(b"\x1f\x8b partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(nimask.io.nifti.nib, "save", full_disk)
+    monkeypatch.setattr(nimask.io.nifti, "_save_mask_file", full_disk)
     (res,) = mask_dataset(folder, out, None, 2)
     assert res.status == "failed"
     assert res.error == "cannot write a_mask.nii.gz: No space left on device"
@@ -224,7 +223,7 @@ def test_disk_full_fails_each_file_cleanly_and_the_batch_goes_on(
     folder.mkdir()
     for name in ("a", "b", "c"):
         write(folder / f"{name}.nii.gz", ramp())
-    real_save = nib.save
+    real_save = nimask.io.nifti._save_mask_file
 
     def full_after_first(image: object, filename: object) -> None:
         if "a_mask" in str(filename):
@@ -233,7 +232,7 @@ def test_disk_full_fails_each_file_cleanly_and_the_batch_goes_on(
         Path(str(filename)).write_bytes(b"\x1f\x8b partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(nimask.io.nifti.nib, "save", full_after_first)
+    monkeypatch.setattr(nimask.io.nifti, "_save_mask_file", full_after_first)
     results = mask_dataset(folder, tmp_path / "out", WINDOW, 1, workers=1)
     assert [(r.status, r.error) for r in results] == [
         ("written", ""),
@@ -336,13 +335,13 @@ def test_cleanup_removes_only_temporaries_whose_owner_is_gone(tmp_path: Path) ->
 def test_temporary_names_carry_marker_run_host_and_pid(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
-    real_save = nib.save
+    real_save = nimask.io.nifti._save_mask_file
 
     def spy(image: object, filename: object) -> None:
         seen.append(Path(str(filename)).name)
         real_save(image, filename)
 
-    monkeypatch.setattr(nimask.io.nifti.nib, "save", spy)
+    monkeypatch.setattr(nimask.io.nifti, "_save_mask_file", spy)
     folder = tmp_path / "in"
     folder.mkdir()
     write(folder / "a.nii.gz", ramp())

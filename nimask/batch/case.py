@@ -11,6 +11,7 @@ DICOM series) or the path of a volume file.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import replace
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 _NIFTI = ("nii.gz", "nii")
+
+logger = logging.getLogger(__name__)
 
 
 def mask_path(case: Case, output_dir: str | os.PathLike[str], settings: MaskSettings) -> Path:
@@ -208,27 +211,30 @@ def process_file(
         ``status="written"`` with the threshold actually used,
         ``status="skipped"``, or ``status="failed"`` with a one-line reason;
         no output file is left for a failed volume (an existing mask of the
-        same name is left as it was).
+        same name is left as it was).  Any ``Exception`` raised while reading,
+        masking or writing this file fails this file only (its type is named
+        in the reason unless it is a :class:`~nimask.exceptions.NimaskError`);
+        ``KeyboardInterrupt`` and ``SystemExit`` propagate.
     """
     start = time.perf_counter()
     case = as_case(input_path)
     out_path = mask_path(case, output_dir, settings)
     result = failed_result(case, output_dir, settings)
-    sidecar = sidecar_fields(case, settings)
-    if skip_existing:
-        problem = existing_mask_problem(case, out_path, settings)
-        if problem is None:
-            result.status = "skipped"
-            if sidecar is not None:
-                try:
-                    write_sidecar(sidecar_path(out_path), sidecar)
-                except (NimaskError, OSError, ValueError) as exc:
-                    result.notes.append(f"sidecar not written: {reason(exc)}")
-            result.seconds = time.perf_counter() - start
-            return result
-        if problem != "no mask yet":
-            result.notes.append(f"mask made again: {problem}")
     try:
+        sidecar = sidecar_fields(case, settings)
+        if skip_existing:
+            problem = existing_mask_problem(case, out_path, settings)
+            if problem is None:
+                result.status = "skipped"
+                if sidecar is not None:
+                    try:
+                        write_sidecar(sidecar_path(out_path), sidecar)
+                    except (NimaskError, OSError, ValueError) as exc:
+                        result.notes.append(f"sidecar not written: {reason(exc)}")
+                result.seconds = time.perf_counter() - start
+                return result
+            if problem != "no mask yet":
+                result.notes.append(f"mask made again: {problem}")
         _make_folder(out_path.parent, Path(output_dir))
         loaded = read_case(case)
         result.notes.extend(loaded.notes)
@@ -266,7 +272,10 @@ def process_file(
         if settings.qc_dir is not None:
             _render_qc(result, case, loaded.image, outcome.mask, stats.centroid_index,
                        settings)
-    except (NimaskError, RuntimeError, OSError, ValueError, MemoryError) as exc:
+    except Exception as exc:  # whatever goes wrong with one file fails that file only
+        if not isinstance(exc, NimaskError):
+            logger.debug("%s: unexpected error", result.input, exc_info=True)
+        result.status = "failed"
         result.error = reason(exc)
     result.seconds = time.perf_counter() - start
     return result

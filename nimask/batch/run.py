@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -36,7 +37,7 @@ from ..io.discovery import (
     output_problems,
 )
 from ..io.formats import validate_output_format
-from ..io.nifti import TEMP_MARKER, cleanup_temporaries
+from ..io.nifti import TEMP_MARKER, as_path, cleanup_temporaries
 from ..io.tempfiles import Run, enter_run, leave_run, new_run_id, owner_tag
 from ..records import Case, FileResult
 from . import case
@@ -243,8 +244,8 @@ def mask_dataset(
         Invalid ``threshold``, ``closing_radius``, ``closing_radius_mm``,
         ``workers``, ``executor``, ``report`` suffix, preset or refinement
         values, ``qc_layout``, an ``only`` that names no input or a file that
-        is not among the inputs, an unreadable ``ratings`` file (before any
-        work).
+        is not among the inputs, an unreadable ``ratings`` file, or a path
+        that is not a str or os.PathLike[str] (e.g. bytes) (before any work).
     InputFolderError
         ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files
         (without volumes matching ``pattern``).
@@ -255,6 +256,12 @@ def mask_dataset(
     KeyboardInterrupt
         Re-raised after cleaning up when the run is interrupted.
     """
+    nii_folder = _input_paths(nii_folder)
+    output_path = as_path(output_path, "output_path")
+    if report is not None:
+        report = as_path(report, "report")
+    if qc_dir is not None:
+        qc_dir = as_path(qc_dir, "qc_dir")
     settings = MaskSettings.create(
         threshold, closing_radius, closing_radius_mm, preset=preset, fill_holes=fill_holes,
         largest_component=largest_component, opening_radius=opening_radius,
@@ -427,6 +434,20 @@ def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _input_paths(value: Any) -> Any:
+    """``nii_folder`` checked to be text paths (``ParameterError`` for bytes), else as given."""
+    if isinstance(value, (str, bytes, os.PathLike)):
+        as_path(value, "nii_folder")
+        return value
+    if isinstance(value, Iterable):
+        items = list(value)
+        for item in items:
+            as_path(item, "each entry of nii_folder")
+        return items
+    as_path(value, "nii_folder")  # raises: not a path
+    return value
 
 
 def _validate_workers(workers: object) -> int:

@@ -65,7 +65,8 @@ def ellipsoid_kernel(radii_zyx: Sequence[float]) -> np.ndarray:
     """Ball with per-axis radii (array order z, y, x), with ITK's half-voxel rule.
 
     Holds the offsets ``d`` with ``sum((d_i / (radii_i + 1/2))**2) <= 1``,
-    decided in exact rational arithmetic on the given floats.  For integer
+    decided in exact rational arithmetic on the given floats: offsets exactly
+    on the ellipsoid are inside.  For integer
     radii this is ``itk::FlatStructuringElement::Ball`` with that radius
     vector; ``ellipsoid_kernel([r] * 3)`` equals :func:`ball_kernel` ``(r)``.
     The half extent along axis ``i`` is ``floor(radii_i + 1/2)``.

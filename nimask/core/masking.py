@@ -26,7 +26,7 @@ import SimpleITK as sitk
 
 from ..exceptions import InvalidVolumeError, ParameterError
 from . import closing
-from .otsu import itk_otsu_threshold
+from .otsu import otsu
 
 __all__ = [
     "OTSU_BINS",
@@ -193,21 +193,24 @@ def _check_image(image: object) -> sitk.Image:
     return image
 
 
-def _window_in_pixel_type(pixel_id: int, low: float, high: float) -> tuple[float, float] | None:
+def _window_in_pixel_type(
+    pixel_id: int, low: float, high: float
+) -> tuple[int, int] | tuple[float, float] | None:
     """The inclusive window ``[low, high]`` expressed exactly in a pixel type.
 
     ``BinaryThresholdImageFilter`` casts its bounds to the pixel type, which
     would truncate ``49.5`` to ``49`` on an integer image and raises when a
     bound lies outside the type's range.  Here integer bounds are rounded
-    inwards (``ceil(low)``, ``floor(high)``) and clipped to the type's range;
-    float bounds keep ITK's float comparison.  ``None`` means no value of the
-    type lies in the window.
+    inwards (``ceil(low)``, ``floor(high)``) and clipped to the type's range,
+    as exact Python integers (a 64-bit bound such as ``2**63 - 1`` has no
+    ``double``); float bounds keep ITK's float comparison.  ``None`` means no
+    value of the type lies in the window.
     """
     if pixel_id in _INTEGER_TYPES:
         info = np.iinfo(_INTEGER_TYPES[pixel_id])
         lo = max(math.ceil(low), int(info.min))
         hi = min(math.floor(high), int(info.max))
-        return (float(lo), float(hi)) if lo <= hi else None
+        return (lo, hi) if lo <= hi else None
     if pixel_id == sitk.sitkFloat32:
         # ITK compares in float32 against the bounds rounded to nearest, as a
         # user typing 0.2 expects for a voxel stored as float32(0.2); only
@@ -217,17 +220,18 @@ def _window_in_pixel_type(pixel_id: int, low: float, high: float) -> tuple[float
     return low, high
 
 
-def _above_in_pixel_type(pixel_id: int, value: float) -> float:
-    """Smallest value of the pixel type strictly above ``static_cast<Pixel>(value)``.
+def _above_in_pixel_type(pixel_id: int, value: int | float) -> int | float:
+    """Smallest value of the pixel type strictly above ``value`` (a value of that type).
 
-    ITK's Otsu filter labels ``v <= static_cast<PixelType>(t)`` as background
-    (C++ casts truncate toward zero for integers, round to nearest for float).
+    ITK's Otsu filter labels ``v <= static_cast<PixelType>(t)`` as background;
+    ``value`` is that cast (:class:`nimask.core.otsu.OtsuResult`), an exact ``int``
+    for integer types.
     """
     if pixel_id in _INTEGER_TYPES:
-        return float(math.trunc(value) + 1)
+        return int(value) + 1
     if pixel_id == sitk.sitkFloat32:
         return float(np.nextafter(np.float32(value), np.float32(np.inf)))
-    return float(np.nextafter(value, np.inf))
+    return float(np.nextafter(float(value), np.inf))
 
 
 def _finite_range(array: np.ndarray) -> tuple[float, float, np.ndarray | None]:
@@ -243,7 +247,15 @@ def _finite_range(array: np.ndarray) -> tuple[float, float, np.ndarray | None]:
 
 
 def _itk_otsu(image: sitk.Image, finite_mask: np.ndarray | None) -> float:
-    """``OtsuThresholdImageFilter``'s threshold (the reference; 128 bins, bin max)."""
+    """``OtsuThresholdImageFilter``'s threshold (the reference; 128 bins, bin max).
+
+    For 64-bit integer images the filter runs on the image cast to ``float64``:
+    ITK bins such voxels as doubles anyway, and ``GetThreshold()`` then returns
+    the bin edge itself instead of its cast to a 64-bit integer rounded back to
+    a ``double`` (inexact beyond 2**53, undefined beyond the type's range).
+    """
+    if image.GetPixelID() in (sitk.sitkInt64, sitk.sitkUInt64):
+        image = sitk.Cast(image, sitk.sitkFloat64)
     otsu = sitk.OtsuThresholdImageFilter()
     otsu.SetInsideValue(0)
     otsu.SetOutsideValue(1)
@@ -263,9 +275,10 @@ def otsu_threshold(image: sitk.Image, *, method: str = "fast") -> float:
     """The threshold of ``sitk.OtsuThresholdImageFilter`` (128 bins) on ``image``.
 
     NaN/Inf voxels take no part (ITK's mask input).  ``method="fast"`` computes
-    it in numpy (:func:`nimask.core.otsu.itk_otsu_threshold`), the same value as
-    ITK's filter, and runs ITK's filter where it cannot guarantee that;
-    ``method="itk"`` always runs ITK's filter.
+    it in numpy (:func:`nimask.core.otsu.otsu`): the same value as ITK's filter
+    wherever ITK's histogram is well defined, and a documented deterministic
+    rule where it is degenerate (see :mod:`nimask.core.otsu`).  ``method="itk"``
+    always runs ITK's filter.
 
     Raises
     ------
@@ -278,21 +291,28 @@ def otsu_threshold(image: sitk.Image, *, method: str = "fast") -> float:
     image = _check_image(image)
     view = sitk.GetArrayViewFromImage(image)
     finite_mask = None
-    value_range = None
     if image.GetPixelID() in _FLOAT_TYPES:
         vmin, vmax, finite_mask = _finite_range(view)
-        value_range = (vmin, vmax)
-    return _otsu_value(image, view, finite_mask, value_range, method)
+        value_range: tuple[int | float, int | float] = (vmin, vmax)
+    else:
+        value_range = (view.min().item(), view.max().item())
+    return float(_otsu_value(image, view, finite_mask, value_range, method))
 
 
 def _otsu_value(image: sitk.Image, view: np.ndarray, finite_mask: np.ndarray | None,
-                value_range: tuple[float, float] | None, method: str) -> float:
+                value_range: tuple[int | float, int | float], method: str) -> int | float:
+    """Otsu's threshold cast to the pixel type (an exact ``int`` for integer types)."""
     if method == "fast":
-        value = itk_otsu_threshold(view, finite_mask, bins=OTSU_BINS, value_range=value_range)
-        if value is not None:
-            return value
-        logger.debug("Otsu threshold: exactness not guaranteed in numpy, running ITK's filter")
-    return _itk_otsu(image, finite_mask)
+        if value_range[0] == value_range[1]:
+            return value_range[0]
+        result = otsu(view, finite_mask, bins=OTSU_BINS, value_range=value_range)
+        if result.rule != "itk":
+            logger.debug("Otsu threshold: ITK's histogram is degenerate, exact rule used")
+        return result.value
+    t = _itk_otsu(image, finite_mask)
+    if image.GetPixelID() in _INTEGER_TYPES and math.isfinite(t):
+        return math.trunc(t)  # the filter's cast (exact from a float64 bin edge)
+    return t
 
 
 def _check_method(method: object) -> None:
@@ -300,28 +320,23 @@ def _check_method(method: object) -> None:
         raise ParameterError(f"method must be 'fast' or 'itk', got {method!r}")
 
 
-def _in_window(view: np.ndarray, pixel_id: int, low: float, high: float,
-               check_high: bool = True) -> np.ndarray | None:
-    """``BinaryThreshold(image, low, high)`` as a boolean array, or ``None``.
+def _in_window(view: np.ndarray, pixel_id: int, low: int | float, high: int | float,
+               check_high: bool = True) -> np.ndarray:
+    """``low <= v <= high`` as a boolean array, compared exactly in the pixel type.
 
-    ITK casts both bounds to the pixel type (``static_cast``) and keeps
-    ``low <= v <= high``; the bounds given here are values of the pixel type
-    (integers, or floats exact in ``float32``).  ``None`` for 64-bit integer
-    bounds beyond ``2**53`` (use the ITK filter).
+    The bounds are values of the pixel type: Python integers for integer
+    types (compared with the voxels' own integers, also beyond 2**53), or
+    floats exact in the image's float type.  This is what
+    ``BinaryThreshold(image, low, high)`` gives wherever its ``double`` bounds
+    can express them.
     """
     dtype = view.dtype
     if pixel_id in _INTEGER_TYPES:
-        if max(abs(low), abs(high)) >= 2.0**53:
-            return None
         info = np.iinfo(dtype)
-        lo_int, hi_int = math.trunc(low), math.trunc(high)
-        if not (int(info.min) <= lo_int <= int(info.max)
-                and int(info.min) <= hi_int <= int(info.max)):
-            return None
-        lo = np.asarray(lo_int, dtype=dtype)
-        hi = np.asarray(hi_int, dtype=dtype)
-        check_low = lo_int > int(info.min)
-        check_high = check_high and hi_int < int(info.max)
+        lo = np.asarray(int(low), dtype=dtype)
+        hi = np.asarray(int(high), dtype=dtype)
+        check_low = int(low) > int(info.min)
+        check_high = check_high and int(high) < int(info.max)
     else:
         lo = np.asarray(low, dtype=dtype)
         hi = np.asarray(high, dtype=dtype)
@@ -336,10 +351,30 @@ def _in_window(view: np.ndarray, pixel_id: int, low: float, high: float,
     return np.ones(view.shape, dtype=bool)
 
 
+def _itk_window(image: sitk.Image, view: np.ndarray, low: int | float,
+                high: int | float) -> np.ndarray | sitk.Image:
+    """``BinaryThreshold(image, low, high)`` where its ``double`` bounds are exact.
+
+    ITK takes the bounds as ``double`` and casts them to the pixel type: a
+    64-bit bound such as ``2**63 - 1`` becomes ``2**63``, whose cast is
+    undefined.  Such windows are compared in numpy on the exact integers.
+    """
+    pixel_id = image.GetPixelID()
+    if pixel_id in _INTEGER_TYPES:
+        info = np.iinfo(_INTEGER_TYPES[pixel_id])
+        exact = all(
+            int(float(b)) == b and int(info.min) <= int(float(b)) <= int(info.max)
+            for b in (int(low), int(high))
+        )
+        if not exact:
+            return _in_window(view, pixel_id, low, high)
+    return sitk.BinaryThreshold(image, float(low), float(high), 1, 0)
+
+
 def _threshold(
     image: sitk.Image, threshold: tuple[float, float] | None, method: str
 ) -> tuple[np.ndarray | sitk.Image, MaskOutcome]:
-    """Threshold into a 0/1 ``uint8``/bool array (or an ITK image on fallback).
+    """Threshold into a 0/1 ``uint8``/bool array (or an ITK image with ``method="itk"``).
 
     The outcome's ``mask`` is a placeholder; the caller builds the image.
     """
@@ -350,7 +385,8 @@ def _threshold(
     view = sitk.GetArrayViewFromImage(image)
     nonfinite = 0
     finite_mask: np.ndarray | None = None
-    vmin = vmax = 0.0
+    vmin: int | float = 0
+    vmax: int | float = 0
     if pixel_id in _FLOAT_TYPES:
         if window is None:
             vmin, vmax, finite_mask = _finite_range(view)
@@ -366,25 +402,25 @@ def _threshold(
             return (np.zeros(view.shape, dtype=bool),
                     MaskOutcome(placeholder, "manual", None, None, None, nonfinite))
         # NaN compares false and the bounds are finite, so NaN/Inf never pass.
-        inside = _in_window(view, pixel_id, *bounds) if method == "fast" else None
         mask: np.ndarray | sitk.Image = (
-            inside if inside is not None else sitk.BinaryThreshold(image, *bounds, 1, 0)
+            _in_window(view, pixel_id, *bounds) if method == "fast"
+            else _itk_window(image, view, *bounds)
         )
-        return mask, MaskOutcome(placeholder, "manual", bounds[0], bounds[1], None, nonfinite)
+        return mask, MaskOutcome(placeholder, "manual", float(bounds[0]), float(bounds[1]),
+                                 None, nonfinite)
 
     if pixel_id in _INTEGER_TYPES:
-        if method == "fast":
-            vmin, vmax = float(view.min()), float(view.max())
-        else:
-            stats = sitk.MinimumMaximumImageFilter()
-            stats.Execute(image)
-            vmin, vmax = stats.GetMinimum(), stats.GetMaximum()
+        # the voxels' own integers: 2**62 and 2**62 + 1 are one double but two values
+        vmin, vmax = view.min().item(), view.max().item()
     if vmin == vmax:
         raise InvalidVolumeError(
             f"constant volume (every finite voxel is {vmin:g}): Otsu's threshold is "
             "undefined; give a manual threshold"
         )
     t = _otsu_value(image, view, finite_mask, (vmin, vmax), method)
+    if not math.isfinite(t):
+        # ITK's filter (method="itk") on a histogram it cannot build
+        raise InvalidVolumeError(f"ITK's Otsu threshold is {t}: its histogram is degenerate")
     lower = _above_in_pixel_type(pixel_id, t)
     notes: tuple[str, ...] = ()
     if lower > vmax:
@@ -397,11 +433,12 @@ def _threshold(
     # Foreground = (t, finite max]: same voxels as the Otsu filter's own output
     # on finite images, and NaN/Inf are excluded by construction.  Without
     # NaN/Inf every voxel is <= the maximum: only the lower bound is compared.
-    inside = None
     if method == "fast":
-        inside = _in_window(view, pixel_id, lower, vmax, check_high=finite_mask is not None)
-    mask = inside if inside is not None else sitk.BinaryThreshold(image, lower, vmax, 1, 0)
-    return mask, MaskOutcome(placeholder, "otsu", lower, vmax, t, nonfinite, notes)
+        mask = _in_window(view, pixel_id, lower, vmax, check_high=finite_mask is not None)
+    else:
+        mask = _itk_window(image, view, lower, vmax)
+    return mask, MaskOutcome(placeholder, "otsu", float(lower), float(vmax), float(t),
+                             nonfinite, notes)
 
 
 def _as_image(mask: np.ndarray | sitk.Image, reference: sitk.Image) -> sitk.Image:
@@ -470,6 +507,10 @@ def validate_closing_radius_mm(closing_radius_mm: object) -> float | None:
 def mm_ball_radii(spacing_xyz: Sequence[float], closing_radius_mm: float) -> tuple[float, ...]:
     """Per-axis ball radii in voxels, array order (z, y, x): ``R / spacing``.
 
+    Each quotient is rounded to ``double``; :func:`nimask.closing.ellipsoid_kernel`
+    then decides every offset exactly on these values (the tie rule of
+    :func:`close_mask`).
+
     Raises
     ------
     InvalidVolumeError
@@ -516,12 +557,18 @@ def close_mask(
         Ball radius in voxels (>= 0).
     closing_radius_mm : float or None
         Keyword-only.  When given, replaces ``closing_radius``: the ball is
-        round in millimetres, with per-axis radius ``R / spacing_i`` voxels and
-        ITK's half-voxel rule, i.e. it holds the offsets ``d`` (in voxels) with
-        ``sum((d_i * spacing_i / (R + spacing_i / 2))**2) <= 1``.  On
-        isotropic voxels of size ``s``, ``closing_radius_mm = r * s`` is
-        ``closing_radius = r``; when every ``R / spacing_i`` is an integer it
-        is ITK's ball with that radius vector.  ``0`` disables closing.
+        round in millimetres, with per-axis radius ``r_i = R / spacing_i``
+        voxels and ITK's half-voxel rule, i.e. it holds the offsets ``d`` (in
+        voxels) with ``sum((d_i / (r_i + 1/2))**2) <= 1``.  Tie rule: ``r_i``
+        is the quotient rounded to ``double`` (Python's ``R / s``), the
+        inequality is then decided exactly (rational arithmetic), and offsets
+        exactly on the ellipsoid are inside (``R = 2``, ``s = 0.8``:
+        ``r = 2.5``, ``d = 3`` is inside, although ``3 * 0.8 / (2 + 0.8 / 2)``
+        evaluated in floating point exceeds 1).  On isotropic voxels of size
+        ``s``, ``closing_radius_mm = r * s`` is ``closing_radius = r``; when
+        every ``r_i`` is an integer it is ITK's ball with that radius vector
+        (no offset then lies exactly on the ellipsoid).  ``0`` disables
+        closing.
     method : {"fast", "itk"}
         Keyword-only.  ``"itk"`` runs ``sitk.BinaryMorphologicalClosing``
         (voxel radius only); both give the same voxels.

@@ -41,17 +41,36 @@ same order (``numpy.float32`` where ITK uses ``float``, Python floats for
 integer images with a small range by a per-value count, otherwise by an
 approximate bin index corrected by one comparison with each neighbouring cut
 point, after checking on the cut points themselves that the approximation is
-never off by more than one bin.
+never off by more than one bin (else by a binary search over the cut points).
 
-When it falls back (returns ``None``)
--------------------------------------
-* the bin edges are not strictly increasing, the last bin is empty, or a bin's
-  centre does not fall back into that bin (ranges that are tiny relative to the
-  magnitude of the values, e.g. 1000.0 to 1000.0001: ITK's single-precision
-  width collapses) or they are not finite (ranges beyond ``float``);
-* 64-bit integer voxels or thresholds beyond ``2**53`` in magnitude (``double``
-  no longer holds every integer);
-* the approximate bin index could be off by more than one bin.
+Where ITK's histogram is degenerate: the exact rule
+---------------------------------------------------
+ITK's bin width is computed in single precision.  When the range of the
+values is tiny relative to their magnitude (``int32`` values 2147483548 to
+2147483598, ``float32`` 1000.0 to 1000.0001) or lies beyond ``float``'s range
+(``float64`` values beyond 3.4e38), that histogram is degenerate: bin minima
+that do not increase, a last bin that is empty, a bin whose centre falls in
+another bin, or edges that are not finite.  ITK's threshold is then NaN, or
+depends on how its histogram filter splits the image (measured: an ``int32``
+volume of 51 values near 2**31 gave two different thresholds in 100 runs of
+the filter, also with a single thread).  nimask does not use ITK there but a
+deterministic rule (``rule="exact"``): the same 128 bins over
+``[min, max + (max - min) / 12800]``, with the bin minima
+``min + j * width`` computed exactly (rational arithmetic on the voxel
+values, no rounding) and each voxel binned exactly; the same calculator run
+on the bin indices (Otsu's criterion does not change under an affine map of
+the values); the threshold is the upper edge of the best bin (exact, then
+cast to the pixel type as ITK casts).  For these volumes ITK has no defined
+result to compare with; the tests compare the rule with an independent
+implementation and check that it is deterministic.
+
+64-bit integers
+---------------
+ITK bins 64-bit integer voxels as ``double`` (its measurement type), which
+rounds values beyond 2**53; they are binned here the same way (converted to
+``float64``, round to nearest).  The threshold is cast to the pixel type
+exactly (a Python ``int``): the foreground is compared with the voxels'
+native integers, never with a rounded ``double``.
 """
 
 from __future__ import annotations
@@ -59,11 +78,13 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-__all__ = ["OTSU_CHUNK", "itk_otsu_threshold"]
+__all__ = ["OTSU_CHUNK", "OtsuResult", "itk_otsu_threshold", "otsu"]
 
 #: Voxels per block when binning (keeps temporaries small and in cache).
 OTSU_CHUNK = 1 << 18
@@ -150,6 +171,29 @@ def otsu_from_histogram(freq: list[int], mins: list[float], maxs: list[float]) -
     return maxs[best]
 
 
+@dataclass(frozen=True)
+class OtsuResult:
+    """Otsu's threshold of a volume, as :func:`otsu` computes it.
+
+    Attributes
+    ----------
+    value : int or float
+        The threshold cast to the pixel type (``static_cast``: truncation toward
+        zero for integers, an exact Python ``int``; round-to-nearest for floats).
+        Voxels ``> value`` are foreground.
+    bin_max : float
+        The upper edge of the best bin before the cast (rounded to ``double``
+        under the exact rule).
+    rule : {"itk", "exact"}
+        ``"itk"``: ITK's own histogram (``value`` is what ITK computes);
+        ``"exact"``: ITK's histogram is degenerate, the exact rule was used.
+    """
+
+    value: int | float
+    bin_max: float
+    rule: str
+
+
 def _cast_threshold(value: float, dtype: np.dtype[Any]) -> float | None:
     """``static_cast<PixelType>(value)`` as a float; ``None`` when C++ leaves it undefined."""
     if not math.isfinite(value):
@@ -158,7 +202,7 @@ def _cast_threshold(value: float, dtype: np.dtype[Any]) -> float | None:
         return float(dtype.type(value))
     truncated = math.trunc(value)
     info = np.iinfo(dtype)
-    if not int(info.min) <= truncated <= int(info.max) or abs(truncated) > _EXACT_INT:
+    if not int(info.min) <= truncated <= int(info.max):
         return None
     return float(truncated)
 
@@ -192,17 +236,37 @@ def _blocks(array: np.ndarray, mask: np.ndarray | None) -> Iterator[np.ndarray]:
 
 
 def _count_small_ints(array: np.ndarray, mask: np.ndarray | None, vmin: int, vmax: int,
-                      cuts: np.ndarray) -> list[int]:
-    """Per-bin counts from a per-value count (integer voxels, small range)."""
+                      cuts: list[int]) -> list[int]:
+    """Per-bin counts from a per-value count (integer voxels, small range).
+
+    ``cuts`` are integers clipped to ``[vmin, vmax + 1]``.
+    """
     span = vmax - vmin + 1
+    wide = array.dtype.itemsize == 8
     per_value = np.zeros(span, dtype=np.int64)
     for block in _blocks(array, mask):
-        offsets = block.astype(np.intp)
-        offsets -= vmin
+        if wide:
+            # v - vmin in the voxels' own 64-bit type: exact, 0 <= v - vmin < span
+            offsets = np.subtract(block, array.dtype.type(vmin)).astype(np.intp, copy=False)
+        else:
+            offsets = block.astype(np.intp)
+            offsets -= vmin
         per_value += np.bincount(offsets, minlength=span)
     cumulative = np.concatenate(([0], np.cumsum(per_value)))
-    below = [0, *(int(cumulative[c - vmin]) for c in cuts.tolist()), int(cumulative[-1])]
+    below = [0, *(int(cumulative[c - vmin]) for c in cuts), int(cumulative[-1])]
     return [below[j + 1] - below[j] for j in range(len(below) - 1)]
+
+
+def _count_by_search(array: np.ndarray, mask: np.ndarray | None, cuts: np.ndarray,
+                     n_bins: int) -> list[int]:
+    """Per-bin counts with bin(v) = number of cut points <= v, by binary search.
+
+    ``cuts`` must be of the array's own type (exact comparisons).
+    """
+    counts = np.zeros(n_bins, dtype=np.int64)
+    for block in _blocks(array, mask):
+        counts += np.bincount(np.searchsorted(cuts, block, side="right"), minlength=n_bins)
+    return [int(c) for c in counts]
 
 
 def _approx_index(values: np.ndarray, origin: Any, scale: Any, n_bins: int) -> np.ndarray:
@@ -228,7 +292,8 @@ def _count_by_cuts(array: np.ndarray, mask: np.ndarray | None, cuts: np.ndarray,
     work_type = array.dtype.type if array.dtype.kind == "f" else np.float64
     edges = cuts.astype(work_type)
     origin = work_type(lower)
-    scale = work_type(n_bins / (upper - lower))
+    with np.errstate(over="ignore"):
+        scale = work_type(n_bins / (upper - lower))
     if array.dtype.kind == "f":
         ends = np.concatenate((
             edges, np.nextafter(edges, work_type(-np.inf)),
@@ -238,7 +303,8 @@ def _count_by_cuts(array: np.ndarray, mask: np.ndarray | None, cuts: np.ndarray,
         ends = np.concatenate((edges, edges - 1, np.array(value_range, dtype=work_type)))
     lo, hi = work_type(value_range[0]), work_type(value_range[1])
     ends = ends[(ends >= lo) & (ends <= hi)]
-    guess = _approx_index(ends, origin, scale, n_bins)
+    with np.errstate(over="ignore", invalid="ignore"):
+        guess = _approx_index(ends, origin, scale, n_bins)
     truth = np.searchsorted(edges, ends, side="right")
     if np.any(np.abs(guess - truth) > 1):
         return None
@@ -252,6 +318,168 @@ def _count_by_cuts(array: np.ndarray, mask: np.ndarray | None, cuts: np.ndarray,
         index += values >= high_edges[index]
         counts += np.bincount(index, minlength=n_bins)
     return [int(c) for c in counts]
+
+
+def _itk_range(dtype: np.dtype[Any], vmin: float, vmax: float,
+               bins: int) -> tuple[float, float] | None:
+    """ITK's histogram range ``(lower, upper)`` in ``double``; ``None`` if it overflows."""
+    if dtype.itemsize == 1 and dtype.kind in "iu":
+        # AutoMinimumMaximum is off for char types: the type's whole range
+        info = np.iinfo(dtype)
+        return float(int(info.min)) - 0.5, float(int(info.max)) + 0.5
+    margin = ((vmax - vmin) / float(bins)) / 100.0
+    if not math.isfinite(margin) or not (_DOUBLE_MAX - vmax) > margin:
+        return None
+    return vmin, vmax + margin
+
+
+def _itk_histogram(array: np.ndarray, mask: np.ndarray | None, bins: int,
+                   vmin: float, vmax: float) -> float | None:
+    """The bin max ITK's calculator returns, or ``None`` when ITK's histogram is degenerate."""
+    dtype = array.dtype
+    bounds = _itk_range(dtype, vmin, vmax, bins)
+    if bounds is None:
+        return None
+    lower, upper = bounds
+    mins, maxs = histogram_edges(lower, upper, bins)
+    if not all(math.isfinite(v) for v in (*mins, *maxs)):
+        return None
+    if any(mins[j] >= mins[j + 1] for j in range(bins - 1)) or mins[-1] >= upper:
+        return None
+    for j in range(bins):
+        centre = (mins[j] + maxs[j]) / 2.0
+        if not mins[j] <= centre < maxs[j]:
+            return None
+    cuts = _cut_points(mins, dtype, vmin, vmax)
+    freq: list[int] | None
+    if dtype.kind in "iu" and vmax - vmin < _SMALL_INT_RANGE:
+        freq = _count_small_ints(array, mask, int(vmin), int(vmax), cuts.tolist())
+    else:
+        freq = _count_by_cuts(array, mask, cuts, (vmin, vmax), lower, upper, bins)
+        if freq is None:
+            freq = _count_by_search(array, mask, cuts.astype(dtype), bins)
+    return otsu_from_histogram(freq, mins, maxs)
+
+
+def _smallest_at_or_above(x: Fraction, dtype: np.dtype[Any]) -> Any:
+    """The smallest value of the float type ``dtype`` that is ``>= x`` (exactly)."""
+    value = dtype.type(float(x)) if abs(x) < Fraction(_DOUBLE_MAX) else dtype.type(
+        math.copysign(math.inf, x))
+    inf = dtype.type(np.inf)
+    while math.isfinite(value) and Fraction(float(value)) < x:
+        value = np.nextafter(value, inf)
+    while True:
+        below = np.nextafter(value, -inf)
+        if not math.isfinite(below) or Fraction(float(below)) < x:
+            return value
+        value = below
+
+
+def _nearest_float(x: Fraction, dtype: np.dtype[Any]) -> float:
+    """``x`` rounded to the nearest value of the float type ``dtype`` (ties to even)."""
+    if dtype == np.float64:
+        return float(x)  # int / int true division: correctly rounded
+    above = _smallest_at_or_above(x, dtype)
+    below = np.nextafter(above, dtype.type(-np.inf))
+    if not math.isfinite(above) or Fraction(float(above)) == x:
+        return float(above)
+    d_above = Fraction(float(above)) - x
+    d_below = x - Fraction(float(below))
+    if d_below < d_above:
+        return float(below)
+    if d_above < d_below:
+        return float(above)
+    bits = int(np.asarray(above).view(np.uint32))
+    return float(above) if bits % 2 == 0 else float(below)
+
+
+def _exact_rule(array: np.ndarray, mask: np.ndarray | None, bins: int,
+                vmin: int | float, vmax: int | float) -> tuple[int | float, float]:
+    """The deterministic rule for degenerate ITK histograms: ``(value, bin_max)``.
+
+    Bins of equal width over ITK's range, edges and binning exact; the
+    calculator on bin indices; the best bin's upper edge cast to the pixel type.
+    """
+    dtype = array.dtype
+    if dtype.itemsize == 1 and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        lower = Fraction(int(info.min)) - Fraction(1, 2)
+        upper = Fraction(int(info.max)) + Fraction(1, 2)
+    else:
+        lower = Fraction(vmin)
+        upper = Fraction(vmax) + (Fraction(vmax) - Fraction(vmin)) / (100 * bins)
+    width = (upper - lower) / bins
+    minima = [lower + j * width for j in range(1, bins)]
+    if dtype.kind in "iu":
+        top = int(vmax) + 1
+        cut_ints = [min(max(math.ceil(m), int(vmin)), top) for m in minima]
+        if int(vmax) - int(vmin) < _SMALL_INT_RANGE:
+            freq = _count_small_ints(array, mask, int(vmin), int(vmax), cut_ints)
+        else:
+            # cut points above the maximum bin nothing: leave them out
+            reachable = np.array([c for c in cut_ints if c < top], dtype=dtype)
+            freq = _count_by_search(array, mask, reachable, bins)
+    else:
+        cuts = np.array([_smallest_at_or_above(m, dtype) for m in minima], dtype=dtype)
+        freq = _count_by_search(array, mask, cuts, bins)
+    best = int(otsu_from_histogram(freq, [float(j) for j in range(bins)],
+                                   [float(j + 1) for j in range(bins)])) - 1
+    t = lower + (best + 1) * width
+    value: int | float = math.trunc(t) if dtype.kind in "iu" else _nearest_float(t, dtype)
+    return value, float(t)
+
+
+def otsu(
+    array: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    bins: int = 128,
+    value_range: tuple[int | float, int | float] | None = None,
+) -> OtsuResult:
+    """Otsu's threshold as ``OtsuThresholdImageFilter``, with the exact rule where ITK's is not.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        The voxels (any shape) of a pixel type nimask supports (8- to 64-bit
+        integers, ``float32``, ``float64``); finite where ``mask`` selects.
+    mask : numpy.ndarray of bool or None
+        Voxels taking part (ITK's mask image); ``None``: every voxel.
+    bins : int
+        ``NumberOfHistogramBins`` (>= 2).
+    value_range : (min, max) or None
+        The (masked) minimum and maximum if already known (Python ``int`` for
+        integer arrays); they must differ.
+
+    Returns
+    -------
+    OtsuResult
+    """
+    dtype = array.dtype
+    if dtype.kind not in "iuf" or bins < 2:
+        raise ValueError(f"unsupported array type {dtype} or bins {bins}")
+    if value_range is None:
+        selected = array if mask is None else array[mask]
+        if selected.size == 0:
+            raise ValueError("no voxel selected")
+        value_range = (selected.min().item(), selected.max().item())
+    vmin, vmax = value_range
+    if dtype.kind in "iu":
+        vmin, vmax = int(vmin), int(vmax)
+        if max(abs(vmin), abs(vmax)) >= _EXACT_INT:
+            # ITK bins 64-bit integers as doubles: so does the replica
+            work = array.astype(np.float64)
+            t = _itk_histogram(work, mask, bins, float(vmin), float(vmax))
+        else:
+            t = _itk_histogram(array, mask, bins, vmin, vmax)
+        if t is not None:
+            return OtsuResult(math.trunc(t), t, "itk")
+    else:
+        t = _itk_histogram(array, mask, bins, float(vmin), float(vmax))
+        if t is not None:
+            return OtsuResult(float(dtype.type(t)), t, "itk")
+    value, bin_max = _exact_rule(array, mask, bins, vmin, vmax)
+    return OtsuResult(value, bin_max, "exact")
 
 
 def itk_otsu_threshold(
@@ -280,47 +508,15 @@ def itk_otsu_threshold(
     -------
     float or None
         The threshold ITK returns (``ReturnBinMidpoint=False``), or ``None``
-        when exactness cannot be guaranteed (see the module docstring): run
-        the ITK filter then.
+        where ITK's result is not defined: its histogram is degenerate (see the
+        module docstring), or the threshold lies outside the pixel type's range
+        (``static_cast`` is undefined in C++).
     """
-    dtype = array.dtype
-    if dtype.kind not in "iuf" or bins < 2:
+    if array.dtype.kind not in "iuf" or bins < 2:
         return None
-    if value_range is None:
-        selected = array if mask is None else array[mask]
-        if selected.size == 0:
-            return None
-        value_range = (float(selected.min()), float(selected.max()))
-    vmin, vmax = value_range
-    if dtype.kind in "iu" and max(abs(vmin), abs(vmax)) >= _EXACT_INT:
-        return None  # a double no longer holds every integer
-    if dtype.itemsize == 1 and dtype.kind in "iu":
-        # AutoMinimumMaximum is off for char types: the type's whole range
-        info = np.iinfo(dtype)
-        lower = float(int(info.min)) - 0.5
-        upper = float(int(info.max)) + 0.5
-    else:
-        lower = vmin
-        upper = vmax
-        margin = ((upper - lower) / float(bins)) / 100.0
-        if not math.isfinite(margin) or not (_DOUBLE_MAX - upper) > margin:
-            return None
-        upper = upper + margin
-    mins, maxs = histogram_edges(lower, upper, bins)
-    if not all(math.isfinite(v) for v in (*mins, *maxs)):
+    if value_range is not None and array.dtype.kind in "iu":
+        value_range = (int(value_range[0]), int(value_range[1]))
+    result = otsu(array, mask, bins=bins, value_range=value_range)
+    if result.rule != "itk":
         return None
-    if any(mins[j] >= mins[j + 1] for j in range(bins - 1)) or mins[-1] >= upper:
-        return None
-    for j in range(bins):
-        centre = (mins[j] + maxs[j]) / 2.0
-        if not mins[j] <= centre < maxs[j]:
-            return None
-    cuts = _cut_points(mins, dtype, vmin, vmax)
-    freq: list[int] | None
-    if dtype.kind in "iu" and vmax - vmin < _SMALL_INT_RANGE:
-        freq = _count_small_ints(array, mask, int(vmin), int(vmax), cuts)
-    else:
-        freq = _count_by_cuts(array, mask, cuts, (vmin, vmax), lower, upper, bins)
-    if freq is None:
-        return None
-    return _cast_threshold(otsu_from_histogram(freq, mins, maxs), dtype)
+    return _cast_threshold(result.bin_max, array.dtype)

@@ -5,17 +5,24 @@ nimask has looked at the header and the file itself:
 
 * the header is parsed (with nibabel) from the first bytes: NIfTI-2, vector,
   RGB, complex, 2D and real 4D volumes are refused with a clear reason;
-* the file must hold every byte the header promises.  SimpleITK reads a
-  truncated ``.nii.gz`` *without error* and fills the missing part with zeros;
-  nimask compares the gzip trailer's size field with the header and, when they
-  disagree, decompresses the stream to find out (truncated, corrupt, or a
-  header claiming more data than the file holds).
+* the file must hold every byte the header promises, in a gzip stream that
+  really ends.  SimpleITK reads a truncated ``.nii.gz`` *without error* and
+  fills the missing part with zeros, and the gzip trailer's size field proves
+  nothing (a truncated file may end with the right four bytes).  nimask
+  decompresses the whole stream, member after member, and requires each
+  member's CRC-32 and length check at its true end; for the volumes it reads
+  itself (every 3D volume ITK would not rescale) this is the one decompression
+  that fills the voxel buffer, for the others a separate pass before ITK reads.
 
-Masks are written with nibabel from a copy of the input's header, so that the
-qform, the sform, their codes and ``xyzt_units`` come through unchanged (ITK's
-writer derives both transforms from the one it chose on reading and sets both
-codes to 1, which moves the mask whenever the input's qform and sform differ).
-Writes are atomic: a temporary file in the output folder, then a rename.
+Masks are written from the input's own header bytes: only the data fields
+(``dim``, datatype, scaling, intent, ``cal_*``, ``descrip``, ``vox_offset``)
+are replaced, so the qform, the sform, their codes, ``pixdim`` (signs and
+``qfac`` included) and ``xyzt_units`` come through byte for byte, and every
+reader (ITK, nibabel) places the mask exactly where it places the input.
+(ITK's writer derives both transforms from the one it chose on reading and
+sets both codes to 1; nibabel's writer "fixes" negative ``pixdim``, odd
+``qfac`` and codes outside 0-4: either would move the mask.)  Writes are
+atomic: a temporary file in the output folder, then a rename.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from ..exceptions import InvalidVolumeError, OutputError, VolumeReadError
+from ..exceptions import InvalidVolumeError, OutputError, ParameterError, VolumeReadError
 from .tempfiles import TEMP_MARKER, cleanup_temporaries, owner_tag, publish_refusal
 
 _inflate: types.ModuleType
@@ -52,6 +59,7 @@ __all__ = [
     "TEMP_MARKER",
     "LoadedVolume",
     "NiftiInfo",
+    "as_path",
     "cleanup_temporaries",
     "inspect_nifti",
     "read_descrip",
@@ -75,6 +83,14 @@ _SUPPORTED_DTYPES = {
     )
 }
 _CHUNK = 1 << 20
+#: Single-file NIfTI-1: header (348 bytes) and extension flag (4 bytes).
+_HEADER_BYTES = 352
+#: Largest ``vox_offset`` ITK can use (niftilib casts it to a C ``int``).
+_MAX_VOX_OFFSET = 2**31 - 1
+#: Decompressed bytes tolerated past the voxel data before a stream is
+#: refused as not a volume (a gzip "bomb" behind a small header).
+_MAX_EXCESS = 1 << 28
+_SUPPORTED_NAMES = "8- to 64-bit integers, float32 and float64"
 
 
 def _current_umask() -> int:
@@ -106,6 +122,28 @@ class LoadedVolume:
     image: sitk.Image
     info: NiftiInfo
     notes: list[str] = field(default_factory=list)
+
+
+def as_path(value: object, what: str = "path") -> Path:
+    """``value`` as a :class:`~pathlib.Path`, for ``str`` and ``os.PathLike[str]`` only.
+
+    Raises
+    ------
+    ParameterError
+        ``bytes`` (or an ``os.PathLike`` giving bytes) or any other type: nimask
+        takes text paths (decode bytes with :func:`os.fsdecode`).
+    """
+    raw = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if isinstance(raw, str):
+        return Path(raw)
+    if isinstance(raw, bytes):
+        raise ParameterError(
+            f"{what} must be a str or os.PathLike giving str, got bytes {value!r}; "
+            "decode it first, e.g. os.fsdecode(path)"
+        )
+    raise ParameterError(
+        f"{what} must be a str or os.PathLike, got {type(value).__name__} {value!r}"
+    )
 
 
 def read_start(path: Path, size: int) -> bytes:
@@ -142,7 +180,7 @@ def _read_prefix(path: Path, size: int = 540) -> tuple[bytes, bool]:
     except EOFError as exc:
         raise VolumeReadError("truncated gzip file: it ends inside the NIfTI header") from exc
     except (OSError, zlib.error) as exc:
-        raise VolumeReadError(f"cannot decompress the header: {exc}") from exc
+        raise VolumeReadError(f"the gzip stream is corrupt ({_one_line(exc)})") from exc
 
 
 def inspect_nifti(path: str | os.PathLike[str]) -> NiftiInfo:
@@ -158,13 +196,40 @@ def inspect_nifti(path: str | os.PathLike[str]) -> NiftiInfo:
 
     Raises
     ------
+    ParameterError
+        ``path`` is not a str or os.PathLike[str] (e.g. bytes).
     VolumeReadError
-        Empty, unreadable, not NIfTI, or NIfTI-2 (ITK 5.4 cannot read it).
+        Empty, unreadable, not NIfTI, NIfTI-2 (ITK 5.4 cannot read it), a
+        corrupt gzip stream, or an invalid header (``dim[0]`` outside 1-7,
+        ``vox_offset`` not finite or inside the 352-byte header).
     InvalidVolumeError
-        Not a 3D scalar volume of a supported data type.
+        Not a 3D scalar volume of a supported data type, or a ``scl_inter``
+        that is not finite while ``scl_slope`` scales the voxels.
     """
-    path = Path(path)
+    path = as_path(path)
     prefix, gzipped = _read_prefix(path)
+    try:
+        header, shape, notes = _vet_header(prefix)
+    except VolumeReadError:
+        # A corrupt or truncated stream garbles the header: say what is wrong.
+        if gzipped:
+            problem = _stream_problem(path)
+            if problem is not None:
+                raise VolumeReadError(problem) from None
+        raise
+    gz_name = path.name.lower().endswith(".gz")
+    if gz_name and not gzipped:
+        notes.append("file is named .nii.gz but is not gzip-compressed; read as plain NIfTI")
+    elif gzipped and not gz_name:
+        notes.append("file is named .nii but is gzip-compressed; read as compressed NIfTI")
+    vox_offset = int(header["vox_offset"])
+    n_voxels = int(np.prod(shape, dtype=np.int64))
+    payload_end = vox_offset + n_voxels * header.get_data_dtype().itemsize
+    return NiftiInfo(path, header, gzipped, shape, payload_end, notes)
+
+
+def _vet_header(prefix: bytes) -> tuple[Any, tuple[int, ...], list[str]]:
+    """Parse the first bytes of a file as a NIfTI-1 header nimask can read."""
     if len(prefix) == 0:
         raise VolumeReadError("empty file")
     if len(prefix) < 348:
@@ -178,8 +243,11 @@ def inspect_nifti(path: str | os.PathLike[str]) -> NiftiInfo:
         )
     if 348 not in (sizeof_hdr_le, sizeof_hdr_be):
         raise VolumeReadError("not a NIfTI file (no NIfTI-1 header)")
+    # The byte order is the one in which sizeof_hdr reads 348 (as niftilib
+    # decides), not nibabel's guess from dim[0], which reads dim[0] = 8 as 2048.
+    endianness = "<" if sizeof_hdr_le == 348 else ">"
     try:
-        header = nib.Nifti1Header.from_fileobj(_BytesReader(prefix[:348]), check=False)
+        header = nib.Nifti1Header(prefix[:348], endianness=endianness, check=False)
     except Exception as exc:  # nibabel raises several types for broken headers
         raise VolumeReadError(f"invalid NIfTI header: {exc}") from exc
     magic = bytes(header["magic"]).rstrip(b"\x00")
@@ -191,22 +259,12 @@ def inspect_nifti(path: str | os.PathLike[str]) -> NiftiInfo:
     dims = [int(d) for d in header["dim"]]
     ndim = dims[0]
     if not 1 <= ndim <= 7:
-        raise VolumeReadError(f"invalid header: dim[0] = {ndim}")
+        raise VolumeReadError(f"invalid header: dim[0] = {ndim} (must be 1 to 7)")
     shape = tuple(dims[1 : ndim + 1])
     if any(s <= 0 for s in shape):
         raise VolumeReadError(f"invalid header: non-positive size in dim {list(shape)}")
-    datatype = int(header["datatype"])
-    try:
-        dtype = header.get_data_dtype()
-    except Exception as exc:
-        raise InvalidVolumeError(f"unknown NIfTI datatype code {datatype}") from exc
-    if dtype.fields is not None or dtype.kind == "c":
-        raise InvalidVolumeError(
-            f"voxels of type {header.get_value_label('datatype')} (RGB/complex) are not "
-            "supported: nimask masks scalar volumes"
-        )
-    if dtype.newbyteorder("=") not in _SUPPORTED_DTYPES:
-        raise InvalidVolumeError(f"unsupported voxel type {dtype} for masking")
+    _vet_vox_offset(float(header["vox_offset"]))
+    _vet_datatype(header)
     if len(shape) > 4 and any(s > 1 for s in shape[4:]):
         raise InvalidVolumeError(
             f"vector-valued voxels (dim {list(shape)}): nimask masks scalar 3D volumes"
@@ -218,21 +276,84 @@ def inspect_nifti(path: str | os.PathLike[str]) -> NiftiInfo:
             f"4D volume with {shape[3]} time points (shape {list(shape)}); "
             "nimask masks 3D volumes: split the series first"
         )
+    _vet_scaling(header)
     notes = []
     if len(shape) > 3:
         notes.append(f"trailing singleton dimension(s) squeezed: {list(shape)} -> "
                      f"{list(shape[:3])}")
-    gz_name = path.name.lower().endswith(".gz")
-    if gz_name and not gzipped:
-        notes.append("file is named .nii.gz but is not gzip-compressed; read as plain NIfTI")
-    elif gzipped and not gz_name:
-        notes.append("file is named .nii but is gzip-compressed; read as compressed NIfTI")
-    # A single-file NIfTI-1 keeps its data at or after byte 352 (readers
-    # treat a smaller vox_offset as 352).
-    vox_offset = max(int(header["vox_offset"]), 352)
-    n_voxels = int(np.prod(shape, dtype=np.int64))
-    payload_end = vox_offset + n_voxels * dtype.itemsize
-    return NiftiInfo(path, header, gzipped, shape, payload_end, notes)
+    notes.extend(_geometry_notes(header))
+    return header, shape, notes
+
+
+def _vet_vox_offset(vox_offset: float) -> None:
+    """Where the voxels start must be clear to every reader."""
+    if not math.isfinite(vox_offset):
+        raise VolumeReadError(f"invalid header: vox_offset is {vox_offset}")
+    if vox_offset < _HEADER_BYTES:
+        # niftilib (ITK) then reads from byte 348, nibabel from vox_offset
+        raise VolumeReadError(
+            f"invalid header: vox_offset = {vox_offset:g} lies inside the 352-byte header of "
+            "a single-file NIfTI-1 (readers disagree on where the voxels start)"
+        )
+    if vox_offset > _MAX_VOX_OFFSET:
+        raise VolumeReadError(
+            f"invalid header: vox_offset = {vox_offset:g} is beyond 2**31 - 1, "
+            "which ITK's NIfTI reader cannot seek to"
+        )
+
+
+def _vet_datatype(header: Any) -> None:
+    datatype = int(header["datatype"])
+    label = header.get_value_label("datatype")
+    try:
+        dtype = header.get_data_dtype()
+    except Exception as exc:
+        raise InvalidVolumeError(f"unknown NIfTI datatype code {datatype}") from exc
+    if dtype.fields is not None or dtype.kind == "c":
+        raise InvalidVolumeError(
+            f"voxels of type {label} (RGB/complex) are not supported: nimask masks scalar "
+            "volumes"
+        )
+    if dtype.kind == "V" or dtype.newbyteorder("=") not in _SUPPORTED_DTYPES:
+        raise InvalidVolumeError(
+            f"unsupported voxel type {label} (NIfTI datatype {datatype}): nimask masks "
+            f"volumes of {_SUPPORTED_NAMES}"
+        )
+
+
+def _vet_scaling(header: Any) -> None:
+    """A finite, non-zero ``scl_slope`` needs a finite ``scl_inter``.
+
+    NIfTI scales every voxel to ``scl_slope * v + scl_inter``; with a NaN or
+    infinite intercept the intensities are undefined (niftilib, hence ITK,
+    would silently use 0; nibabel refuses to scale).
+    """
+    slope = float(header["scl_slope"])
+    inter = float(header["scl_inter"])
+    if math.isfinite(slope) and slope != 0 and not math.isfinite(inter):
+        raise InvalidVolumeError(
+            f"invalid header: scl_inter is {inter} with scl_slope {slope:g}: the scaled "
+            "intensities are undefined"
+        )
+
+
+def _geometry_notes(header: Any) -> list[str]:
+    """Header fields ITK and nibabel read differently (nibabel rewrites them)."""
+    odd = []
+    pixdim = [float(v) for v in header["pixdim"][:4]]
+    if pixdim[0] < 0 and pixdim[0] != -1:
+        odd.append(f"pixdim[0] (qfac) = {pixdim[0]:g}")
+    for axis in (1, 2, 3):
+        if pixdim[axis] < 0:
+            odd.append(f"pixdim[{axis}] = {pixdim[axis]:g}")
+    for key in ("qform_code", "sform_code"):
+        code = int(header[key])
+        if not 0 <= code <= 4:
+            odd.append(f"{key} = {code} (outside 0-4)")
+    if not odd:
+        return []
+    return [f"header read differently by ITK and nibabel ({', '.join(odd)}): the mask keeps "
+            "these fields unchanged, so each reader places the mask where it places the input"]
 
 
 def _header_bytes(path: str | os.PathLike[str], size: int) -> bytes:
@@ -268,82 +389,152 @@ def read_descrip(path: str | os.PathLike[str]) -> str | None:
     return prefix[148:228].split(b"\x00", 1)[0].decode("ascii", "replace")
 
 
-class _BytesReader:
-    """Minimal file object over bytes (nibabel only needs ``read``)."""
+def _check_size_bounds(info: NiftiInfo) -> None:
+    """Cheap checks before anything is decompressed or allocated.
 
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
+    A plain file must be at least as long as the header needs; a gzip file
+    cannot hold more than ~1032 times its size (deflate's limit), so a header
+    claiming terabytes in a small file is refused here.
+    """
+    need = info.payload_end
+    size = info.path.stat().st_size
+    if not info.gzipped:
+        if size < need:
+            raise VolumeReadError(
+                f"file is truncated: header needs {need} bytes, file has {size}"
+            )
+        return
+    if size < 18:
+        raise VolumeReadError("truncated gzip file")
+    if need > size * _MAX_DEFLATE_RATIO + 4096:
+        raise VolumeReadError(
+            f"its header needs {need} bytes of data but a {size}-byte gzip file cannot hold "
+            "that much: truncated file or a header claiming dimensions the file does not hold"
+        )
 
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._data) if n < 0 else self._pos + n
-        chunk = self._data[self._pos : end]
-        self._pos += len(chunk)
-        return chunk
+
+@dataclass
+class _StreamEnd:
+    """How a (decompressed) file ended: its size and what followed the last gzip member."""
+
+    total: int
+    trailing: int = 0
+
+    def notes(self) -> list[str]:
+        if not self.trailing:
+            return []
+        return [f"{self.trailing} bytes after the end of the gzip stream ignored"]
 
 
-def verify_payload(info: NiftiInfo) -> None:
+def _read_stream(path: Path, gzipped: bool, start: int, out: np.ndarray,
+                 need: int, *, stop_after: int | None = None) -> _StreamEnd:
+    """Copy bytes ``[start, start + out.size)`` of the (decompressed) file into ``out``.
+
+    A gzip file is decompressed to its end, member after member (straight
+    into ``out``, chunk by chunk: the whole file is never held in memory), and
+    each member must end with its CRC-32 and length check: a truncated or
+    corrupt stream raises :class:`VolumeReadError` whatever its last four
+    bytes say.  Bytes after the last member that do not start another member
+    are counted as trailing (ITK and zlib ignore them).  ``need`` is the size
+    the header promises; a stream going on far beyond it is refused.
+    ``stop_after``: return (unverified) once that many bytes were decompressed.
+    """
+    end = start + out.size
+    position = 0  # offset in the uncompressed stream
+
+    def take(piece: bytes) -> None:
+        nonlocal position
+        lo, hi = max(start, position), min(end, position + len(piece))
+        if lo < hi:
+            out[lo - start : hi - start] = np.frombuffer(piece, np.uint8, hi - lo, lo - position)
+        position += len(piece)
+        if position > need + max(need, _MAX_EXCESS):
+            raise VolumeReadError(
+                f"the gzip stream holds more than {position} bytes but the header describes "
+                f"{need}: not a volume nimask can read"
+            )
+
+    with open(path, "rb") as fh:
+        if not gzipped:
+            fh.seek(start)
+            fh.readinto(out.data)
+            return _StreamEnd(os.fstat(fh.fileno()).st_size)
+        try:
+            decomp = _inflate.decompressobj(31)
+            pending = b""
+            while True:
+                chunk = decomp.unconsumed_tail or pending or fh.read(_CHUNK)
+                pending = b""
+                if not chunk:
+                    raise VolumeReadError(
+                        "truncated gzip file: the compressed stream ends before its end marker"
+                    )
+                take(decomp.decompress(chunk, _CHUNK * 4))
+                if stop_after is not None and position >= stop_after:
+                    return _StreamEnd(position)
+                if not decomp.eof:
+                    continue
+                # the member ended and its CRC and length matched
+                rest = decomp.unused_data
+                if len(rest) < 2:
+                    rest += fh.read(2 - len(rest))
+                if rest[:2] == b"\x1f\x8b":
+                    decomp = _inflate.decompressobj(31)
+                    pending = rest
+                    continue
+                here = fh.tell()
+                return _StreamEnd(position, len(rest) + fh.seek(0, os.SEEK_END) - here)
+        except _INFLATE_ERRORS as exc:
+            raise VolumeReadError(f"the gzip stream is corrupt ({_one_line(exc)})") from exc
+
+
+def _stream_problem(path: Path) -> str | None:
+    """Why the gzip stream of ``path`` is corrupt or truncated, or ``None``.
+
+    Used to name the cause when a header or ITK's reader fails; looks at the
+    first 64 MiB at most (a damaged stream garbles what follows the damage).
+    """
+    try:
+        _read_stream(path, True, 0, np.empty(0, np.uint8), 1 << 62, stop_after=1 << 26)
+    except VolumeReadError as exc:
+        return str(exc)
+    except OSError:
+        return None
+    return None
+
+
+def verify_payload(info: NiftiInfo) -> list[str]:
     """Check that the file holds all the voxel bytes its header promises.
 
-    For a gzip file the trailer's ISIZE (uncompressed size mod 2**32) is
-    compared with the header; only when they differ is the stream decompressed
-    (in chunks, without keeping the data) to decide between a multi-member
-    gzip file that is fine and a truncated or corrupt one.
+    A gzip file is decompressed to its end (without keeping the data): every
+    member must end with a matching CRC-32 and length, and the total must
+    reach ``vox_offset`` plus the voxel bytes.  The gzip size field alone is
+    not trusted: a truncated file can end with the expected four bytes.
+
+    Returns
+    -------
+    list of str
+        Notes (bytes after the end of the gzip stream, ignored).
 
     Raises
     ------
     VolumeReadError
         Truncated, corrupt, or shorter than the header claims.
     """
-    path = info.path
-    need = info.payload_end
+    _check_size_bounds(info)
     if not info.gzipped:
-        have = path.stat().st_size
-        if have < need:
-            raise VolumeReadError(
-                f"file is truncated: header needs {need} bytes, file has {have}"
-            )
-        return
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        if size < 18:
-            raise VolumeReadError("truncated gzip file")
-        fh.seek(-4, os.SEEK_END)
-        isize = struct.unpack("<I", fh.read(4))[0]
-    if need > size * _MAX_DEFLATE_RATIO + 4096:
-        # Checked before anything is decompressed or allocated: a header may
-        # claim terabytes that a small file cannot hold.
-        raise VolumeReadError(
-            f"its header needs {need} bytes of data but a {size}-byte gzip file cannot hold "
-            "that much: truncated file or a header claiming dimensions the file does not hold"
-        )
-    if need < (1 << 32) and isize == need:
-        return  # ISIZE is the size modulo 2**32: it proves nothing beyond 4 GiB
-    total = _decompressed_size(path)
-    if total < need:
-        raise VolumeReadError(
-            f"file holds {total} bytes of data but its header needs {need}: truncated file "
-            "or a header claiming dimensions the file does not hold"
-        )
+        return []
+    ending = _read_stream(info.path, True, 0, np.empty(0, np.uint8), info.payload_end)
+    _check_total(ending, info.payload_end)
+    return ending.notes()
 
 
-def _decompressed_size(path: Path) -> int:
-    total = 0
-    try:
-        with gzip.open(path, "rb") as gz:
-            while True:
-                chunk = gz.read(_CHUNK * 8)
-                if not chunk:
-                    break
-                total += len(chunk)
-    except EOFError as exc:
+def _check_total(ending: _StreamEnd, need: int) -> None:
+    if ending.total < need:
         raise VolumeReadError(
-            "truncated gzip file: the compressed stream ends before its end marker"
-        ) from exc
-    except (OSError, zlib.error) as exc:
-        raise VolumeReadError(f"corrupt gzip data: {exc}") from exc
-    return total
+            f"file holds {ending.total} bytes of data but its header needs {need}: truncated "
+            "file or a header claiming dimensions the file does not hold"
+        )
 
 
 @contextlib.contextmanager
@@ -391,82 +582,81 @@ def _must_rescale(header: Any) -> bool:
     return abs(slope) > eps and (abs(slope - 1.0) > eps or abs(inter) > eps)
 
 
-def _read_stream(path: Path, gzipped: bool, start: int, out: np.ndarray) -> bool:
-    """Copy bytes ``[start, start + out.size)`` of the (decompressed) file into ``out``.
-
-    Decompresses chunk by chunk (gzip members one after the other) straight
-    into ``out``: the whole file is never held in memory.  Returns ``False``
-    when the file ends first.
-    """
-    end = start + out.size
-    position = 0  # offset in the uncompressed stream
-
-    def take(piece: bytes) -> None:
-        nonlocal position
-        lo, hi = max(start, position), min(end, position + len(piece))
-        if lo < hi:
-            out[lo - start : hi - start] = np.frombuffer(piece, np.uint8, hi - lo, lo - position)
-        position += len(piece)
-
-    with open(path, "rb") as fh:
-        if not gzipped:
-            fh.seek(start)
-            return fh.readinto(out.data) == out.size
-        decomp = _inflate.decompressobj(31)
-        while position < end:
-            chunk = decomp.unconsumed_tail or fh.read(_CHUNK)
-            if not chunk:
-                break
-            take(decomp.decompress(chunk, _CHUNK * 4))
-            if decomp.eof:
-                rest = decomp.unused_data + fh.read(2)
-                if len(rest) < 2 or rest[:2] != b"\x1f\x8b":
-                    break  # end of the last member (trailing bytes ignored)
-                decomp = _inflate.decompressobj(31)
-                take(decomp.decompress(rest, _CHUNK * 4))
-    return position >= end
 
 
-def _read_float_direct(info: NiftiInfo) -> sitk.Image | None:
-    """A float volume read with one decompression; ``None``: use ITK's reader.
+def _read_voxels(info: NiftiInfo) -> tuple[np.ndarray, list[str]] | None:
+    """The raw voxel bytes of a volume nimask reads itself; ``None``: ITK reads it.
 
-    ITK's NIfTI reader replaces NaN/Inf voxels by 0 (niftilib), so finding
-    them needs the raw voxels anyway (:func:`_restore_nonfinite`).  When ITK
-    would not rescale the voxels (:func:`_must_rescale`) and reads a 3D image,
-    its voxels are the raw ones except there; so the raw voxels are read once
-    here (non-finite ones set to NaN, as :func:`_restore_nonfinite` does) and
-    the geometry comes from ITK's header reading: the same image as ITK's read
-    followed by :func:`_restore_nonfinite`, one decompression instead of two.
+    When ITK would not rescale the voxels (:func:`_must_rescale`) and the
+    volume is 3D, ITK's voxels are the raw ones, except that its NIfTI reader
+    replaces NaN/Inf by 0 (niftilib), which nimask has to undo anyway
+    (:func:`_restore_nonfinite`).  So the raw voxels are read here, in the one
+    decompression that also verifies the gzip stream to its end, before ITK
+    sees the file; :func:`_direct_image` adds ITK's geometry.  The result is
+    the same image as ITK's read followed by :func:`_restore_nonfinite`, with
+    one decompression instead of two or three.
     """
     dtype = info.header.get_data_dtype()
-    if dtype.kind != "f" or _must_rescale(info.header) or len(info.shape) != 3:
-        return None
-    reader = _itk_reader(info.path)
-    reader.ReadImageInformation()
-    if (reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1
-            or tuple(reader.GetSize()) != info.shape):
+    if _must_rescale(info.header) or len(info.shape) != 3:
         return None
     n_bytes = int(np.prod(info.shape, dtype=np.int64)) * dtype.itemsize
     start = info.payload_end - n_bytes  # vox_offset as inspect_nifti read it
     buffer = np.empty(n_bytes, dtype=np.uint8)
     try:
-        complete = _read_stream(info.path, info.gzipped, start, buffer)
-    except (OSError, EOFError, *_INFLATE_ERRORS):  # type: ignore[misc]
-        return None  # ITK's reader decides (and words the error)
-    if not complete:
+        ending = _read_stream(info.path, info.gzipped, start, buffer, info.payload_end)
+    except OSError as exc:
+        if isinstance(exc, VolumeReadError):
+            raise
+        raise VolumeReadError(f"cannot read: {exc.strerror or exc}") from exc
+    _check_total(ending, info.payload_end)
+    return buffer, ending.notes()
+
+
+def _direct_image(info: NiftiInfo, buffer: np.ndarray) -> sitk.Image | None:
+    """The image of the raw voxels with the geometry ITK reads from the header.
+
+    Non-finite float voxels become NaN.  ``None`` when ITK does not read the
+    header as a 3D scalar image of the header's size (ITK then reads the file).
+    """
+    reader = _itk_reader(info.path)
+    reader.ReadImageInformation()
+    if (reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1
+            or tuple(reader.GetSize()) != info.shape):
         return None
+    dtype = info.header.get_data_dtype()
     raw = buffer.view(dtype).reshape(info.shape[::-1])
     array = raw if raw.dtype.isnative else raw.astype(dtype.newbyteorder("="))
-    del raw, buffer
-    nonfinite = ~np.isfinite(array)
-    if nonfinite.any():
-        array[nonfinite] = np.nan  # ``array`` is this function's own buffer
-    del nonfinite
+    del raw
+    if dtype.kind == "f":
+        nonfinite = ~np.isfinite(array)
+        if nonfinite.any():
+            array[nonfinite] = np.nan  # in the read buffer, used for nothing else
+        del nonfinite
     image = sitk.GetImageFromArray(array)
     image.SetOrigin(reader.GetOrigin())
-    image.SetSpacing(reader.GetSpacing())
-    image.SetDirection(reader.GetDirection())
+    spacing, direction = _itk_output_grid(reader.GetSpacing(), reader.GetDirection())
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
     return image
+
+
+def _itk_output_grid(spacing: tuple[float, ...], direction: tuple[float, ...]
+                     ) -> tuple[list[float], list[float]]:
+    """``ImageFileReader``'s own adjustment of what the image IO reports.
+
+    A negative spacing (a negative ``pixdim[i]`` in the qform) becomes its
+    absolute value with the direction's column ``i`` negated, as
+    ``itk::ImageFileReader::GenerateOutputInformation`` does.
+    """
+    n = len(spacing)
+    out_spacing = list(spacing)
+    out_direction = list(direction)
+    for i in range(n):
+        if out_spacing[i] < 0:
+            out_spacing[i] = -out_spacing[i]
+            for j in range(n):
+                out_direction[j * n + i] = -out_direction[j * n + i]
+    return out_spacing, out_direction
 
 
 def _one_line(exc: BaseException) -> str:
@@ -475,6 +665,8 @@ def _one_line(exc: BaseException) -> str:
     if "ITK ERROR" in text:
         text = text.rsplit("ITK ERROR", 1)[1].split(":", 2)[-1]
     return " ".join(text.split())
+
+
 
 
 def read_volume(path: str | os.PathLike[str]) -> LoadedVolume:
@@ -488,33 +680,55 @@ def read_volume(path: str | os.PathLike[str]) -> LoadedVolume:
     -------
     LoadedVolume
         The image (intensities after ``scl_slope``/``scl_inter``), the parsed
-        header, and notes worth logging (squeezed singleton axis, sheared sform).
+        header, and notes worth logging (squeezed singleton axis, sheared sform,
+        header fields other readers rewrite, bytes after the gzip stream).
 
     Raises
     ------
-    VolumeReadError, InvalidVolumeError
+    ParameterError
+        ``path`` is not a str or os.PathLike[str].
+    VolumeReadError
+        Not a readable NIfTI-1 file: empty, truncated (whatever its gzip size
+        field says), a corrupt gzip stream, an invalid header.
+    InvalidVolumeError
+        Not a 3D scalar volume of a supported voxel type, undefined scaling
+        (``scl_inter`` NaN with a ``scl_slope``), or scaling that overflows.
     """
     info = inspect_nifti(path)
-    verify_payload(info)
+    _check_size_bounds(info)
     notes = list(info.notes)
-    direct: sitk.Image | None = None
+    voxels = _read_voxels(info)
+    if voxels is None:
+        notes.extend(verify_payload(info))  # before ITK reads (it zero-fills a short file)
+    else:
+        notes.extend(voxels[1])
+
+    def itk_read() -> tuple[sitk.Image, bool]:
+        nonlocal voxels
+        if voxels is not None:
+            image = _direct_image(info, voxels[0])
+            if image is not None:
+                return image, True
+            voxels = None  # ITK reads it another way: let it read the file
+        return _itk_read(info.path), False
+
     try:
-        direct = _read_float_direct(info)
-        image = direct if direct is not None else _itk_read(info.path)
+        image, direct = itk_read()
     except RuntimeError as exc:
         message = _one_line(exc)
         if "orthonormal" not in message:
+            # (the stream was verified: ITK never meets a corrupt one here)
             raise VolumeReadError(f"ITK cannot read it: {message}") from exc
         try:
             with _permissive_sform():
-                direct = _read_float_direct(info)
-                image = direct if direct is not None else _itk_read(info.path)
+                image, direct = itk_read()
         except RuntimeError as exc2:
             raise VolumeReadError(f"ITK cannot read it: {_one_line(exc2)}") from exc2
         notes.append("sform is not orthonormal: ITK orthogonalised it for processing; "
                      "the mask keeps the input's header unchanged")
-    if direct is not None:
-        return LoadedVolume(direct, info, notes)
+    del voxels
+    if direct:
+        return LoadedVolume(image, info, notes)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InvalidVolumeError(
             f"vector-valued voxels ({image.GetNumberOfComponentsPerPixel()} components): "
@@ -532,9 +746,32 @@ def read_volume(path: str | os.PathLike[str]) -> LoadedVolume:
         raise VolumeReadError(
             f"ITK read size {image.GetSize()} but the header says {info.shape[:3]}"
         )
+    _check_scaling_overflow(image, info)
     # The pure layer counts the NaN voxels and notes them as background.
     image, _ = _restore_nonfinite(image, info)
     return LoadedVolume(image, info, notes)
+
+
+def _check_scaling_overflow(image: sitk.Image, info: NiftiInfo) -> None:
+    """Refuse a volume whose ``scl_slope``/``scl_inter`` overflow the type ITK reads into.
+
+    ITK's reader sets non-finite raw voxels to 0 before scaling, so a
+    non-finite voxel in its rescaled image comes from the scaling itself
+    (e.g. ``scl_slope = 1e37`` on int16 data read as float32).
+    """
+    if not _must_rescale(info.header) or image.GetPixelID() not in (
+            sitk.sitkFloat32, sitk.sitkFloat64):
+        return
+    view = sitk.GetArrayViewFromImage(image)
+    if np.isfinite(view.min()) and np.isfinite(view.max()):
+        return
+    count = int(np.count_nonzero(~np.isfinite(view)))
+    kind = "float32" if image.GetPixelID() == sitk.sitkFloat32 else "float64"
+    raise InvalidVolumeError(
+        f"scaling overflow: scl_slope = {float(info.header['scl_slope']):g} and scl_inter = "
+        f"{float(info.header['scl_inter']):g} take {count} voxels beyond the {kind} range "
+        "ITK reads scaled voxels into"
+    )
 
 
 def _restore_nonfinite(image: sitk.Image, info: NiftiInfo) -> tuple[sitk.Image, int]:
@@ -543,20 +780,19 @@ def _restore_nonfinite(image: sitk.Image, info: NiftiInfo) -> tuple[sitk.Image, 
     niftilib (inside ITK's ``NiftiImageIO``) silently sets every non-finite
     float voxel to 0 on reading, so a NaN could pass a window containing 0.
     Only float files that may hold such a voxel (ITK read a 0, or the file has
-    an intercept) are read again with nibabel (raw values) to find them.
+    an intercept) are read again (raw values) to find them.
     """
-    if info.header.get_data_dtype().kind != "f":
+    dtype = info.header.get_data_dtype()
+    if dtype.kind != "f":
         return image, 0
-    _, inter = info.header.get_slope_inter()
+    inter = float(info.header["scl_inter"]) if _must_rescale(info.header) else 0.0
     # A stored 0 reads as 0 when there is no intercept: without a 0 there was no NaN.
     if not inter and not np.any(sitk.GetArrayViewFromImage(image) == 0):
         return image, 0
-    dtype = info.header.get_data_dtype()
     n_bytes = int(np.prod(info.shape[:3], dtype=np.int64)) * dtype.itemsize
-    opener: Any = gzip.open if info.gzipped else open
-    with opener(info.path, "rb") as fh:
-        fh.seek(info.payload_end - n_bytes)  # vox_offset as inspect_nifti read it
-        raw = np.frombuffer(fh.read(n_bytes), dtype=dtype).reshape(info.shape[:3], order="F")
+    buffer = np.empty(n_bytes, dtype=np.uint8)
+    _read_stream(info.path, info.gzipped, info.payload_end - n_bytes, buffer, info.payload_end)
+    raw = buffer.view(dtype).reshape(info.shape[:3], order="F")
     nonfinite = ~np.isfinite(raw.T)  # (z, y, x) like ITK's array
     count = int(np.count_nonzero(nonfinite))
     if count == 0:
@@ -569,11 +805,18 @@ def _restore_nonfinite(image: sitk.Image, info: NiftiInfo) -> tuple[sitk.Image, 
 
 
 def mask_header(info: NiftiInfo, descrip: str) -> Any:
-    """Header for a uint8 mask: the input's header with the data fields reset."""
+    """Header for a uint8 mask: the input's header with only the data fields replaced.
+
+    Built on the input's own header bytes, unchecked (nibabel's checks would
+    rewrite negative ``pixdim``, an odd ``qfac`` or codes outside 0-4, which
+    moves the mask for ITK): every spatial field is the input's, byte for byte.
+    """
     header = info.header.copy()
     header.set_data_shape(info.shape[:3])
     header.set_data_dtype(np.uint8)
-    header.set_slope_inter(None, None)
+    header["scl_slope"] = 1.0  # unscaled, as nibabel writes it
+    header["scl_inter"] = 0.0
+    header["vox_offset"] = _HEADER_BYTES
     header["intent_code"] = 0
     header["intent_name"] = b""
     header["cal_min"] = 0
@@ -585,18 +828,46 @@ def mask_header(info: NiftiInfo, descrip: str) -> Any:
 def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str) -> None:
     """Write ``mask`` atomically to ``out_path`` with the input's spatial header.
 
-    The data go to a temporary file in the same folder which is flushed,
-    fsync'ed and renamed over ``out_path``; on any failure the temporary file
-    is removed and ``out_path`` is left as it was.
+    The file is the header of :func:`mask_header`, an empty extension flag and
+    the voxels; a name ending in ``.gz`` is gzip-compressed as nibabel writes
+    ``.nii.gz`` (level 1, no name, mtime 0: the same mask gives the same
+    bytes), any other name (``.nii``) is written plain.  The data go to a
+    temporary file in the same folder which is flushed, fsync'ed and renamed
+    over ``out_path``; on any failure the temporary file is removed and
+    ``out_path`` is left as it was.
 
     Raises
     ------
     OutputError
         The file cannot be written.
     """
-    data = sitk.GetArrayViewFromImage(mask)  # (z, y, x)
-    image = nib.Nifti1Image(data.T, None, header=mask_header(info, descrip))
-    atomic_write(out_path, lambda tmp: nib.save(image, tmp))
+    data = sitk.GetArrayViewFromImage(mask)  # (z, y, x): x varies fastest, as in NIfTI
+    if data.dtype != np.uint8:
+        data = data.astype(np.uint8)
+    contents = _MaskFile(mask_header(info, descrip).binaryblock, np.ascontiguousarray(data),
+                         gzipped=Path(out_path).name.lower().endswith(".gz"))
+    atomic_write(out_path, lambda tmp: _save_mask_file(contents, tmp))
+
+
+@dataclass
+class _MaskFile:
+    """The bytes of a mask file: a 348-byte header and the voxels in NIfTI order."""
+
+    header: bytes
+    voxels: np.ndarray
+    gzipped: bool = True
+
+
+def _save_mask_file(contents: _MaskFile, path: Path) -> None:
+    """Write a single-file NIfTI-1, gzip-compressed as nibabel does (level 1, mtime 0)."""
+    with open(path, "wb") as raw:
+        out: Any = raw
+        if contents.gzipped:
+            out = gzip.GzipFile(filename="", mode="wb", compresslevel=1, fileobj=raw, mtime=0)
+        with out:
+            out.write(contents.header)
+            out.write(b"\0" * (_HEADER_BYTES - len(contents.header)))  # no extension
+            out.write(contents.voxels.data)
 
 
 def atomic_write(out_path: Path, write: Any) -> None:
