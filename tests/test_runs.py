@@ -83,3 +83,20 @@ def test_components_equal_itk_on_real_masks(shared_data: Path) -> None:
     bone = sitk.GetArrayFromImage(
         sitk.ReadImage(str(shared_data / "invesalius_ct_bonethresh_mask.nii.gz")))
     assert len(itk_sizes(bone)) > 10
+
+
+@settings(max_examples=60, deadline=None)
+@given(masks, st.integers(1, 40))
+def test_runs_found_block_by_block_are_the_same(array: np.ndarray, block: int) -> None:
+    whole = mask_runs(array)
+    import nimask.evidence.runs as runs_module
+
+    saved = runs_module._BLOCK_VOXELS
+    runs_module._BLOCK_VOXELS = block  # rows a few at a time (at least one row per block)
+    try:
+        pieces = mask_runs(array)
+    finally:
+        runs_module._BLOCK_VOXELS = saved
+    for name in ("row", "start", "stop"):
+        assert getattr(pieces, name).tolist() == getattr(whole, name).tolist()
+    assert component_sizes(pieces) == itk_sizes(array)

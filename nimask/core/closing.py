@@ -214,6 +214,9 @@ def _close_words_threaded(words: np.ndarray, rows: list[tuple[int, int, int]], r
     return out
 
 
+#: z slices unpacked at a time at the end of :func:`close_with_kernel`.
+_UNPACK_SLAB = 8
+
 #: Padded bounding boxes smaller than this many 64-bit words are closed in one thread.
 THREADED_MIN_WORDS = 1 << 15
 
@@ -280,8 +283,11 @@ def close_with_kernel(mask: np.ndarray, kernel: np.ndarray, *, threads: int = 1)
     result = closed.view(np.uint8)[
         rz : rz + z1 - z0, ry : ry + y1 - y0, pad_bytes : pad_bytes + b1 - b0
     ]
-    bits = np.unpackbits(result, axis=-1, bitorder="little")  # x from 8*b0
-    out[z0:z1, y0:y1, x0:x1] = bits[..., x0 - 8 * b0 : x1 - 8 * b0]
+    for z in range(0, z1 - z0, _UNPACK_SLAB):  # unpacked a slab at a time (bounded memory)
+        bits = np.unpackbits(result[z : z + _UNPACK_SLAB], axis=-1, bitorder="little")
+        out[z0 + z : min(z1, z0 + z + _UNPACK_SLAB), y0:y1, x0:x1] = (
+            bits[..., x0 - 8 * b0 : x1 - 8 * b0]  # x from 8*b0
+        )
     return out
 
 

@@ -23,6 +23,9 @@ import numpy as np
 
 __all__ = ["MaskRuns", "component_sizes", "mask_runs"]
 
+#: Voxels handled at a time by :func:`mask_runs` (bounds its temporary arrays).
+_BLOCK_VOXELS = 1 << 20
+
 
 @dataclass(frozen=True)
 class MaskRuns:
@@ -76,24 +79,28 @@ def mask_runs(fg: np.ndarray) -> MaskRuns:
     if fg.ndim != 3:
         raise ValueError(f"mask_runs needs a 3D array, got {fg.ndim}D")
     nz, ny, nx = fg.shape
-    rows = nz * ny
-    if fg.dtype != np.bool_:
-        fg = fg != 0
-    # One padded copy: a background voxel before and after every row, so that
-    # every run starts and ends inside its own row of the flat array.
+    rows = fg.reshape(nz * ny, nx)
     width = nx + 2
-    padded = np.zeros((rows, width), dtype=np.bool_)
-    padded[:, 1:-1] = fg.reshape(rows, nx)
-    flat = padded.reshape(-1)
-    edges = np.flatnonzero(flat[1:] != flat[:-1])
-    # edges alternate: a run's first voxel - 1, then its last voxel (flat indices)
-    first = edges[0::2] + 1
-    last_plus_one = edges[1::2] + 1
-    row = first // width
-    start = first - row * width - 1
-    stop = last_plus_one - row * width - 1
-    return MaskRuns((nz, ny, nx), row.astype(np.int64), start.astype(np.int64),
-                    stop.astype(np.int64))
+    # rows a block at a time: the padded copy stays small whatever the volume
+    step = max(1, _BLOCK_VOXELS // width)
+    padded = np.zeros((min(step, rows.shape[0]), width), dtype=np.bool_)
+    parts_row, parts_start, parts_stop = [], [], []
+    for first_row in range(0, rows.shape[0], step):
+        block = rows[first_row : first_row + step]
+        pad = padded[: block.shape[0]]
+        # a background voxel before and after every row: every run starts and
+        # ends inside its own row of the flat array
+        np.not_equal(block, 0, out=pad[:, 1:-1])
+        flat = pad.reshape(-1)
+        edges = np.flatnonzero(flat[1:] != flat[:-1])
+        # edges alternate: a run's first voxel - 1, then its last voxel (flat indices)
+        first = edges[0::2] + 1
+        row = first // width
+        parts_row.append(row + first_row)
+        parts_start.append(first - row * width - 1)
+        parts_stop.append(edges[1::2] + 1 - row * width - 1)
+    return MaskRuns((nz, ny, nx), *(np.concatenate(p).astype(np.int64)
+                                    for p in (parts_row, parts_start, parts_stop)))
 
 
 def _neighbour_edges(runs: MaskRuns, offset: int, same_slice: bool) -> tuple[np.ndarray,
