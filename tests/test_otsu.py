@@ -319,8 +319,8 @@ class _DirectSpy:
         self.paths: list[Path] = []
         real = io._direct_image
 
-        def spy(info: io.NiftiInfo, buffer: np.ndarray) -> sitk.Image | None:
-            image = real(info, buffer)
+        def spy(info: io.NiftiInfo, voxels: sitk.Image) -> sitk.Image | None:
+            image = real(info, voxels)
             if image is not None:
                 self.paths.append(info.path)
             return image
@@ -350,7 +350,7 @@ def test_direct_read_equals_itk_read(tmp_path: Path, dtype: str, gzipped: bool,
     (1.0, 3.0, False), (float("nan"), 7.0, False), (float("nan"), float("nan"), True),
     (1.0 + 1e-17, 0.0, True),
 ])
-def test_direct_read_only_where_itk_does_not_rescale(
+def test_direct_read_of_floats_only_where_itk_does_not_rescale(
     tmp_path: Path, slope: float, inter: float, direct: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -366,6 +366,70 @@ def test_direct_read_only_where_itk_does_not_rescale(
     spy = _DirectSpy(monkeypatch)
     assert_same_image(io.read_volume(path).image, reference_read(path))
     assert (spy.paths == [path]) is direct
+
+
+def _raw_nifti(path: Path, raw: np.ndarray, slope: float, inter: float, gzipped: bool) -> Path:
+    """A NIfTI-1 file holding ``raw`` as stored, with ``scl_slope``/``scl_inter`` as given."""
+    order = raw.dtype.byteorder
+    header = nib.Nifti1Header(endianness=">" if order == ">" else "<")
+    header.set_data_dtype(raw.dtype)
+    header.set_data_shape(raw.shape)
+    header.set_qform(AFFINE, 1)
+    header.set_sform(AFFINE, 1)
+    header["scl_slope"] = slope
+    header["scl_inter"] = inter
+    header["vox_offset"] = 352
+    data = header.binaryblock + b"\0" * 4 + raw.tobytes(order="F")
+    path.write_bytes(gzip.compress(data, 1) if gzipped else data)
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["i1", "u1", "<i2", ">i2", "<u2", "<i4", ">i4", "<u4", "<i8",
+                                   "<u8"])
+@pytest.mark.parametrize(("slope", "inter"), [
+    (1.0, 0.0), (0.5, 3.25), (3.3, -1024.7), (123.456, 0.1), (1e-3, 1e5),
+    (float("nan"), 7.0), (0.0, 7.0), (-2.5, 0.0), (1e30, 0.0),
+])
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_direct_read_of_scaled_integers_equals_itk_read(
+    tmp_path: Path, dtype: str, slope: float, inter: float, gzipped: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(abs(hash((dtype, slope, inter))) % 2**32)
+    native = np.dtype(dtype).newbyteorder("=")
+    info = np.iinfo(native)
+    low, high = max(int(info.min), -2**62), min(int(info.max), 2**62)
+    raw = rng.integers(low, high, size=(9, 8, 7), dtype=native, endpoint=True).astype(dtype)
+    raw.flat[:4] = [info.min, info.max, 0, info.max - 1]  # the extremes and 0
+    path = _raw_nifti(tmp_path / ("v.nii.gz" if gzipped else "v.nii"), raw, slope, inter,
+                      gzipped)
+    header = io.inspect_nifti(path).header
+    scaled = io._must_rescale(header)
+    expect_direct = not scaled or native.itemsize <= 4
+    spy = _DirectSpy(monkeypatch)
+    reference = reference_read(path)
+    overflow = not np.all(np.isfinite(sitk.GetArrayViewFromImage(reference)))
+    if overflow:  # ITK's own read overflows float32 there: refused either way
+        with pytest.raises(io.InvalidVolumeError, match="scaling overflow"):
+            io.read_volume(path)
+        assert slope == 1e30
+        return
+    loaded = io.read_volume(path)
+    assert spy.paths == ([path] if expect_direct else [])
+    assert_same_image(loaded.image, reference)
+    if scaled and expect_direct:
+        assert loaded.image.GetPixelID() == sitk.sitkFloat32
+    elif not scaled:
+        assert np.array_equal(sitk.GetArrayViewFromImage(loaded.image), raw.T)
+
+
+def test_rescaling_by_blocks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = np.arange(-5000, 5000, dtype=np.int32).reshape(10, 10, 100) * 7919
+    whole = io._rescaled_float32(raw, 0.37, -12.5)
+    monkeypatch.setattr(io, "_BLOCK", 333)
+    assert np.array_equal(io._rescaled_float32(raw, 0.37, -12.5), whole)
+    expected = (raw.astype(np.float32).astype(np.float64) * 0.37 - 12.5).astype(np.float32)
+    assert np.array_equal(whole, expected)
 
 
 def test_direct_read_of_multi_member_gzip_and_large_offset(tmp_path: Path) -> None:

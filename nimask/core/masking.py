@@ -39,6 +39,7 @@ __all__ = [
     "validate_closing_radius",
     "validate_closing_radius_mm",
     "validate_threshold",
+    "work_threads",
 ]
 
 #: Histogram bins of the Otsu filter, pinned (ITK's default) so that results do
@@ -320,6 +321,19 @@ def _check_method(method: object) -> None:
         raise ParameterError(f"method must be 'fast' or 'itk', got {method!r}")
 
 
+def work_threads() -> int:
+    """Threads nimask's own numpy steps may use: ITK's global default thread count.
+
+    The same budget as the ITK filters of the process (a pool worker runs with
+    ``usable CPUs // workers``), so parallel workers do not oversubscribe the CPUs.
+    """
+    return max(1, int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()))
+
+
+#: Voxels compared at a time by :func:`_in_window` (bounds its temporary arrays).
+_WINDOW_BLOCK = 1 << 20
+
+
 def _in_window(view: np.ndarray, pixel_id: int, low: int | float, high: int | float,
                check_high: bool = True) -> np.ndarray:
     """``low <= v <= high`` as a boolean array, compared exactly in the pixel type.
@@ -341,14 +355,20 @@ def _in_window(view: np.ndarray, pixel_id: int, low: int | float, high: int | fl
         lo = np.asarray(low, dtype=dtype)
         hi = np.asarray(high, dtype=dtype)
         check_low = True
-    if check_low:
-        inside = np.greater_equal(view, lo)
-        if check_high:
-            inside &= np.less_equal(view, hi)
-        return inside
-    if check_high:
-        return np.less_equal(view, hi)
-    return np.ones(view.shape, dtype=bool)
+    if not (check_low or check_high):
+        return np.ones(view.shape, dtype=bool)
+    inside = np.empty(view.shape, dtype=bool)
+    flat_in, flat_out = view.reshape(-1), inside.reshape(-1)
+    for start in range(0, flat_in.size, _WINDOW_BLOCK):  # bounded temporaries
+        block = flat_in[start : start + _WINDOW_BLOCK]
+        out = flat_out[start : start + _WINDOW_BLOCK]
+        if check_low:
+            np.greater_equal(block, lo, out=out)
+            if check_high:
+                out &= np.less_equal(block, hi)
+        else:
+            np.less_equal(block, hi, out=out)
+    return inside
 
 
 def _itk_window(image: sitk.Image, view: np.ndarray, low: int | float,
@@ -603,7 +623,8 @@ def close_mask(
         if radius_mm is None:
             return _close_itk(mask, radius)
         raise InvalidVolumeError("closing_radius_mm needs a mask with values in {0, 1}")
-    closed = sitk.GetImageFromArray(closing.close_with_kernel(view, kernel))
+    closed = sitk.GetImageFromArray(closing.close_with_kernel(view, kernel,
+                                                              threads=work_threads()))
     closed.CopyInformation(mask)
     return closed
 

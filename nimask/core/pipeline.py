@@ -24,6 +24,7 @@ from .masking import (
     close_mask,
     validate_closing_radius,
     validate_closing_radius_mm,
+    work_threads,
 )
 from .presets import resolve
 from .refine import refine_mask
@@ -67,7 +68,8 @@ def compute_mask(
     else:
         # the 0/1 array goes straight into the closing, no intermediate image
         kernel = _closing_kernel(image.GetSpacing(), radius, radius_mm)
-        array = mask.view(np.uint8) if kernel is None else closing.close_with_kernel(mask, kernel)
+        array = (mask.view(np.uint8) if kernel is None
+                 else closing.close_with_kernel(mask, kernel, threads=work_threads()))
         closed = _as_image(array, image)
     return replace(outcome, mask=closed)
 

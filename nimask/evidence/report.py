@@ -60,6 +60,7 @@ import SimpleITK as sitk
 
 from ..exceptions import ParameterError
 from ..io.nifti import atomic_write
+from .runs import component_sizes, mask_runs
 
 if TYPE_CHECKING:
     from ..records import FileResult
@@ -201,26 +202,20 @@ def mask_statistics(mask: sitk.Image) -> MaskStats:
 
     Notes
     -----
-    Components come from ``sitk.ConnectedComponent(mask, fullyConnected=False)``
-    (6-neighbourhood) run on the mask's bounding box (the same components as on
-    the whole grid: every foreground voxel and every face contact between two
-    of them lies inside it); their sizes in voxels are counted from the label
-    image (the sizes ``RelabelComponentImageFilter`` reports, largest first).
-    The per-axis foreground counts come from one projection along z and one
-    count per slice (no copy of a 0/1 ``uint8`` mask).
+    Everything is derived from the mask's runs along x (:mod:`nimask.evidence.runs`),
+    found in one pass over the voxels: the per-axis counts, and the
+    face-connected components with their sizes, which equal those of
+    ``sitk.ConnectedComponent(mask, fullyConnected=False)`` followed by
+    ``RelabelComponentImageFilter`` (6-neighbourhood; tested on random masks
+    and on the real volumes).
     """
     if mask.GetDimension() != 3:
         raise ParameterError(f"mask_statistics needs a 3D mask, got {mask.GetDimension()}D")
     view = sitk.GetArrayViewFromImage(mask)  # (z, y, x)
-    fg = view if view.dtype == np.bool_ else view != 0
-    nz = fg.shape[0]
-    per_z = np.array([np.count_nonzero(fg[k]) for k in range(nz)], dtype=np.int64)
-    projection = np.add.reduce(fg, axis=0, dtype=np.uint16 if nz < 2**16 else np.uint64)
-    per_y = projection.sum(axis=1, dtype=np.int64)
-    per_x = projection.sum(axis=0, dtype=np.int64)
-    del projection
+    runs = mask_runs(view)
+    per_x, per_y, per_z = runs.per_axis_counts()
     n = int(per_z.sum())
-    total = int(fg.size)
+    total = int(view.size)
     size_xyz = mask.GetSize()
     faces = []
     for counts in (per_x, per_y, per_z):
@@ -235,10 +230,7 @@ def mask_statistics(mask: sitk.Image) -> MaskStats:
     largest: float | None = None
     large = 0
     if n:
-        box = tuple(slice(int(idx[0]), int(idx[-1]) + 1)
-                    for idx in (np.flatnonzero(c) for c in (per_z, per_y, per_x)))
-        source = view if mask.GetPixelID() == sitk.sitkUInt8 else fg.view(np.uint8)
-        sizes = _component_sizes(sitk.GetImageFromArray(source[box]))
+        sizes = component_sizes(runs)
         components = len(sizes)
         largest = sizes[0] / n
         large = sum(1 for s in sizes if s >= LARGE_COMPONENT_FRACTION * n)
@@ -253,20 +245,6 @@ def mask_statistics(mask: sitk.Image) -> MaskStats:
         border_faces=border,
         centroid_index=(centre[0], centre[1], centre[2]),
     )
-
-
-def _component_sizes(binary: sitk.Image) -> list[int]:
-    """Sizes of the face-connected components of a ``uint8`` image, largest first."""
-    labeller = sitk.ConnectedComponentImageFilter()
-    labeller.SetFullyConnected(False)
-    labels = labeller.Execute(binary)
-    count = int(labeller.GetObjectCount())
-    flat = sitk.GetArrayViewFromImage(labels).reshape(-1)
-    sizes = np.zeros(count + 1, dtype=np.int64)
-    step = 1 << 20
-    for start in range(0, flat.size, step):
-        sizes += np.bincount(flat[start : start + step], minlength=count + 1)
-    return sorted((int(s) for s in sizes[1:] if s), reverse=True)
 
 
 def robust_z(values: Sequence[float]) -> list[float]:

@@ -1,0 +1,173 @@
+"""Exact statistics of a 3D 0/1 mask from its runs, in one pass over the voxels.
+
+A *run* is a maximal stretch of foreground voxels along x in one ``(z, y)`` row.
+Everything :func:`nimask.evidence.report.mask_statistics` needs follows from the
+runs: voxel counts per axis (border contact, centroid) and the face-connected
+components with their sizes.  Two runs in face-neighbouring rows (``y +- 1`` in
+the same slice, or ``z +- 1`` in the same ``y``) belong to one component exactly
+when their x-intervals share a voxel, which is ITK's
+``ConnectedComponentImageFilter`` with ``FullyConnected=False``; runs in one row
+never touch (a gap separates them).  The components are found by union-find
+over runs (hooking plus pointer jumping, vectorized), so the work after the
+single pass over the voxels grows with the number of runs, not of voxels.
+
+The equality with ``ConnectedComponent`` + ``RelabelComponent`` is tested on
+random masks (hypothesis) and on every real volume of the test data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MaskRuns", "component_sizes", "mask_runs"]
+
+#: Voxels handled at a time by :func:`mask_runs` (bounds its temporary arrays).
+_BLOCK_VOXELS = 1 << 20
+
+
+@dataclass(frozen=True)
+class MaskRuns:
+    """The runs of a ``(z, y, x)`` mask.
+
+    Attributes
+    ----------
+    shape : (int, int, int)
+        Shape of the mask, ``(z, y, x)``.
+    row : numpy.ndarray
+        Row index ``z * ny + y`` of each run (int64, ascending).
+    start, stop : numpy.ndarray
+        First x and one past the last x of each run (int64).
+    """
+
+    shape: tuple[int, int, int]
+    row: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Voxels in each run."""
+        return self.stop - self.start
+
+    def per_axis_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Foreground voxels per x column, per y row and per z slice (each int64)."""
+        nz, ny, nx = self.shape
+        lengths = self.lengths
+        per_z = np.bincount(self.row // ny, weights=lengths, minlength=nz).astype(np.int64)
+        per_y = np.bincount(self.row % ny, weights=lengths, minlength=ny).astype(np.int64)
+        edges = np.zeros(nx + 1, dtype=np.int64)
+        np.add.at(edges, self.start, 1)
+        np.add.at(edges, self.stop, -1)
+        per_x = np.cumsum(edges[:-1])
+        return per_x, per_y, per_z
+
+
+def mask_runs(fg: np.ndarray) -> MaskRuns:
+    """Find the runs of a 3D mask given as a ``(z, y, x)`` array (nonzero = foreground).
+
+    Parameters
+    ----------
+    fg : numpy.ndarray
+        3D array, ``bool`` or any integer type.
+
+    Returns
+    -------
+    MaskRuns
+    """
+    if fg.ndim != 3:
+        raise ValueError(f"mask_runs needs a 3D array, got {fg.ndim}D")
+    nz, ny, nx = fg.shape
+    rows = fg.reshape(nz * ny, nx)
+    width = nx + 2
+    # rows a block at a time: the padded copy stays small whatever the volume
+    step = max(1, _BLOCK_VOXELS // width)
+    padded = np.zeros((min(step, rows.shape[0]), width), dtype=np.bool_)
+    parts_row, parts_start, parts_stop = [], [], []
+    for first_row in range(0, rows.shape[0], step):
+        block = rows[first_row : first_row + step]
+        pad = padded[: block.shape[0]]
+        # a background voxel before and after every row: every run starts and
+        # ends inside its own row of the flat array
+        np.not_equal(block, 0, out=pad[:, 1:-1])
+        flat = pad.reshape(-1)
+        edges = np.flatnonzero(flat[1:] != flat[:-1])
+        # edges alternate: a run's first voxel - 1, then its last voxel (flat indices)
+        first = edges[0::2] + 1
+        row = first // width
+        parts_row.append(row + first_row)
+        parts_start.append(first - row * width - 1)
+        parts_stop.append(edges[1::2] + 1 - row * width - 1)
+    return MaskRuns((nz, ny, nx), *(np.concatenate(p).astype(np.int64)
+                                    for p in (parts_row, parts_start, parts_stop)))
+
+
+def _neighbour_edges(runs: MaskRuns, offset: int, same_slice: bool) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+    """Pairs ``(i, j)`` of runs in rows ``r`` and ``r + offset`` whose x-intervals overlap."""
+    nz, ny, nx = runs.shape
+    row, start, stop = runs.row, runs.start, runs.stop
+    target = row + offset
+    valid = target < nz * ny
+    if same_slice:  # y + 1 must stay in the same z slice
+        valid &= (row % ny) != ny - 1
+    width = nx + 1
+    key_start = row * width + start
+    key_last = row * width + (stop - 1)
+    i = np.flatnonzero(valid)
+    base = target[i] * width
+    # first run of the target row ending at or after our start,
+    # last run of the target row starting at or before our last voxel
+    lo = np.searchsorted(key_last, base + start[i], side="left")
+    hi = np.searchsorted(key_start, base + stop[i] - 1, side="right")
+    count = hi - lo
+    keep = count > 0
+    i, lo, count = i[keep], lo[keep], count[keep]
+    if i.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    src = np.repeat(i, count)
+    # j = lo, lo + 1, ..., lo + count - 1 for each i
+    offsets = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count,
+                                                                        count)
+    dst = np.repeat(lo, count) + offsets
+    return src, dst
+
+
+def _roots(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Smallest run index of each run's component (union-find by hooking to the minimum)."""
+    parent = np.arange(n, dtype=np.int64)
+    while u.size:
+        pu, pv = parent[u], parent[v]
+        differ = pu != pv
+        if not differ.any():
+            break
+        u, v, pu, pv = u[differ], v[differ], pu[differ], pv[differ]
+        low = np.minimum(pu, pv)
+        high = np.maximum(pu, pv)
+        np.minimum.at(parent, high, low)
+        while True:  # pointer jumping: every run points at its current root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+    return parent
+
+
+def component_sizes(runs: MaskRuns) -> list[int]:
+    """Sizes in voxels of the face-connected components, largest first.
+
+    The same sizes as ``sitk.RelabelComponent(sitk.ConnectedComponent(mask,
+    fullyConnected=False))`` reports, from the runs alone.
+    """
+    n = int(runs.row.size)
+    if n == 0:
+        return []
+    ny = runs.shape[1]
+    uy, vy = _neighbour_edges(runs, 1, same_slice=True)
+    uz, vz = _neighbour_edges(runs, ny, same_slice=False)
+    roots = _roots(n, np.concatenate([uy, uz]), np.concatenate([vy, vz]))
+    sizes = np.bincount(roots, weights=runs.lengths, minlength=n)
+    found = sizes[sizes > 0].astype(np.int64)
+    return sorted((int(s) for s in found), reverse=True)
