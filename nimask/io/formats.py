@@ -20,7 +20,9 @@ Writing (:func:`write_case_mask`), always atomically (:func:`nimask.io.nifti.ato
 * a NIfTI mask of a NIfTI input: nibabel, with a copy of the input's header
   (:func:`nimask.io.nifti.write_mask`, unchanged);
 * any other combination: SimpleITK's writer for the output's format, NRRD and MetaImage
-  compressed (deterministic: same input and parameters, same bytes).  Before the file is
+  compressed (deterministic: same input and parameters, same bytes; MINC files differ from
+  run to run in the HDF5 object times and libminc's ``ident`` stamp only, which SimpleITK
+  cannot turn off: docs/cohorts.md).  Before the file is
   renamed into place its geometry is read back and compared with the image's: identical
   for MetaImage (it stores the doubles), identical to the last bits (relative 1e-12) for
   NRRD (which stores spacing times direction) and MINC (which stores the origin along its
