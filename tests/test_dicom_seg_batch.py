@@ -70,6 +70,22 @@ def test_seg_through_the_batch_matches_the_nifti_mask(export: Path, tmp_path: Pa
     sidecar = json.loads((out / f"{STEM}_mask.json").read_text())
     assert row["input"] == f"oblique head (series 7, UID {sidecar['SeriesInstanceUID']})"
 
+    # the JSON sidecar: the series' identity and nimask's parameters, nothing else
+    first = pydicom.dcmread(next(export.rglob("*.dcm")), stop_before_pixels=True)
+    assert sidecar == {
+        "StudyInstanceUID": "1.2.826.0.1.3680043.10.1234.999",
+        "SeriesInstanceUID": first.SeriesInstanceUID,
+        "SeriesDescription": "oblique head",
+        "SeriesNumber": 7,
+        "Modality": "CT",
+        "SourceFiles": 20,
+        "SourceImages": 20,
+        "nimask": {"version": __version__, "provenance": f"nimask {__version__} otsu r=3",
+                   "threshold_mode": "otsu", "threshold": None, "closing_radius": 3,
+                   "closing_radius_mm": None},
+    }
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.name.startswith(".")]
+
     seg = hd.seg.segread(out / f"{STEM}_seg.dcm")
     (segment,) = seg.SegmentSequence
     assert segment.SegmentLabel == "Head"  # default settings: a head mask
@@ -210,3 +226,43 @@ def test_seg_without_highdicom_names_the_extra(export: Path, tmp_path: Path) -> 
         'pip install "nimask[dicom]"'
     )
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_seg_of_a_real_enhanced_series_through_the_batch(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """The real Siemens enhanced T1w (one file, 96 frames): each SEG frame references its
+    source frame, lies on it, and holds the NIfTI mask's slice at that position."""
+    source = shared_data / "dicom" / "mr_t1w_enhanced_siemens_xa30"
+    out = tmp_path / "out"
+    (res,) = mask_dataset(source, out, dicom=True, output_format="dicom-seg", workers=1)
+    assert res.status == "written", res.error
+    (seg_file,) = out.glob("*_seg.dcm")
+    (mask_file,) = out.glob("*_mask.nii.gz")
+    assert seg_file.name == mask_file.name.replace("_mask.nii.gz", "_seg.dcm")
+    (src_file,) = source.iterdir()
+    src = pydicom.dcmread(src_file, stop_before_pixels=True)
+    src_positions = [np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+                     for f in src.PerFrameFunctionalGroupsSequence]
+    seg = pydicom.dcmread(seg_file)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
+    nifti = sitk.ReadImage(str(mask_file))
+    expected = sitk.GetArrayFromImage(nifti)
+    assert int(expected.sum()) == res.mask_voxels > 0
+    origin = np.asarray(nifti.GetOrigin())
+    normal = np.asarray(nifti.GetDirection()).reshape(3, 3)[:, 2]
+    step = nifti.GetSpacing()[2]
+    pixels = seg.pixel_array
+    assert pixels.shape == (96, *expected.shape[1:])
+    seen = set()
+    for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        ref = item.DerivationImageSequence[0].SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID
+        number = int(ref.ReferencedFrameNumber)
+        position = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+        np.testing.assert_allclose(position, src_positions[number - 1], atol=1e-4)
+        k = round(float((position - origin) @ normal) / step)
+        seen.add(k)
+        np.testing.assert_array_equal(pixels[i], expected[k])
+    assert seen == set(range(96))
