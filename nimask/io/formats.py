@@ -393,7 +393,7 @@ def read_dicom_case(case: Case) -> CaseVolume:
     Raises
     ------
     VolumeReadError
-        DICOM support is not installed (``nimask[dicom]``), the case has no series
+        pydicom (a requirement of nimask) is missing, the case has no series
         record, or a file's pixels cannot be read.
     InvalidVolumeError
         The series is refused by its checks (``DicomSeriesError``, one-line reason).
