@@ -140,13 +140,17 @@ def test_seg_rerun_skips_then_remakes_for_other_settings(export: Path, tmp_path:
     params = hd.seg.segread(seg_file).SegmentSequence[0] \
         .SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters
     assert params == f"provenance=nimask {__version__} otsu r=1"
-    # a foreign file at the SEG's path is not taken for nimask's
+    # a file at the SEG's path that nimask did not write is never replaced
     seg_file.write_bytes(b"not dicom")
+    mask_stamp = (out / f"{STEM}_mask.nii.gz").stat().st_mtime_ns
     (foreign,) = mask_dataset(export, out, dicom=True, output_format="dicom-seg", workers=1,
                               skip_existing=True, closing_radius=1)
-    assert foreign.status == "written"
-    assert (f"mask made again: existing {STEM}_seg.dcm is not a DICOM SEG written by nimask"
-            in foreign.notes)
+    assert foreign.status == "failed"
+    assert foreign.error == (f"{STEM}_seg.dcm already exists and is not a DICOM SEG written "
+                             "by nimask: it is never replaced; move it, or write the masks "
+                             "to another folder")
+    assert seg_file.read_bytes() == b"not dicom"
+    assert (out / f"{STEM}_mask.nii.gz").stat().st_mtime_ns == mask_stamp
     assert first.mask_voxels is not None
 
 

@@ -36,7 +36,12 @@ from ..io.discovery import (
     mask_relpath,
     output_problems,
 )
-from ..io.formats import import_seg_writer, validate_output_format
+from ..io.formats import (
+    import_seg_writer,
+    read_seg_provenance,
+    seg_path,
+    validate_output_format,
+)
 from ..io.nifti import TEMP_MARKER, as_path, cleanup_temporaries
 from ..io.tempfiles import Run, enter_run, leave_run, new_run_id, owner_tag
 from ..records import Case, FileResult
@@ -314,7 +319,10 @@ def mask_dataset(
         settings = replace(settings, qc_dir=str(_prepare_output(qc_dir)))
     results: list[FileResult | None] = [None] * len(inputs)
     labels = [c.label or c.name for c in inputs]
-    for i, why in output_problems(inputs, out_dir, fmt, roots=found.roots).items():
+    problems = output_problems(inputs, out_dir, fmt, roots=found.roots)
+    if fmt == "dicom-seg":
+        problems = {**_seg_problems(inputs, out_dir), **problems}
+    for i, why in problems.items():
         results[i] = case.failed_result(inputs[i], out_dir, settings, why)
         _log_result(results[i], labels[i])  # type: ignore[arg-type]
     todo = [i for i, res in enumerate(results) if res is None]
@@ -491,6 +499,24 @@ def _check_seg_inputs(inputs: Sequence[Case]) -> None:
             "output_format 'dicom-seg' writes a DICOM SEG over a DICOM series, and no input "
             "is one (DICOM exports need dicom=True / --dicom)")
     import_seg_writer()
+
+
+def _seg_problems(inputs: Sequence[Case], out_dir: Path) -> dict[int, str]:
+    """DICOM series whose SEG would replace a file nimask did not write (e.g. a file of
+    the export itself, when the output folder is the export): they fail before any work."""
+    problems: dict[int, str] = {}
+    files = {os.path.abspath(f) for c in inputs for f in c.files}
+    for i, item in enumerate(inputs):
+        if item.kind != "dicom-series":
+            continue
+        target = seg_path(out_dir / mask_relpath(item, "dicom-seg"))
+        if not os.path.lexists(target):
+            continue
+        if os.path.abspath(target) in files or read_seg_provenance(target)[0] is None:
+            problems[i] = (f"{target.name} already exists and is not a DICOM SEG written by "
+                           "nimask: it is never replaced; move it, or write the masks to "
+                           "another folder")
+    return problems
 
 
 def _earlier_ratings(
