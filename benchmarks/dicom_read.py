@@ -1,6 +1,6 @@
 """DICOM reading: nimask (find_series + read_series) side by side with SimpleITK's series reader.
 
-Run from a checkout with ``nimask[dicom]`` installed::
+Run from a checkout (pydicom is a requirement of nimask)::
 
     python benchmarks/dicom_read.py                  # real series + generated ones, 5 rounds
     python benchmarks/dicom_read.py --rounds 9 --files 5000

@@ -224,10 +224,12 @@ def _batch_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--recursive", is_flag=True,
               help="Search sub-folders too; the masks mirror the input tree.")
 @click.option("--output-format", type=click.Choice(list(OUTPUT_FORMATS)), default="nii.gz",
-              show_default=True, help="Mask format; 'same' = each input's own format.")
-@click.option("--dicom", is_flag=True,
-              help="INPUT folders are DICOM exports: one mask per image series "
+              show_default=True,
+              help="Mask format; 'same' = each input's own format; 'dicom-seg' = with "
+                   "--dicom, a DICOM SEG per series (<name>_seg.dcm) beside its NIfTI mask "
                    "(needs nimask[dicom]).")
+@click.option("--dicom", is_flag=True,
+              help="INPUT folders are DICOM exports: one mask per image series.")
 @_quiet
 @_debug
 def mask_command(inputs: tuple[Path, ...], output_dir: Path,

@@ -169,7 +169,7 @@ def test_sidecar(tmp_path: Path) -> None:
     assert sidecar["GeneratedBy"]["Name"] == "nimask"
 
 
-def test_missing_pydicom_names_the_extra(tmp_path: Path) -> None:
+def test_missing_pydicom_names_the_package(tmp_path: Path) -> None:
     """Without pydicom (import blocked in a fresh interpreter) the error says what to install."""
     code = (
         "import sys; sys.modules['pydicom'] = None\n"
@@ -182,6 +182,6 @@ def test_missing_pydicom_names_the_extra(tmp_path: Path) -> None:
                           text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"},
                           check=True)
     assert done.stdout.strip() == (
-        "MissingDependencyError reading DICOM needs the optional package 'pydicom': "
-        'pip install "nimask[dicom]"'
+        "MissingDependencyError reading DICOM needs the package 'pydicom', a requirement of "
+        "nimask that is not installed here: pip install pydicom"
     )

@@ -152,11 +152,15 @@ def test_read_ratings_and_select(tmp_path: Path) -> None:
         {"input": "", "rating": "bad"},
     ])
     table = read_ratings(path)
-    assert sorted(table) == ["c1.nii.gz", "c2.nii.gz", "c3.nii.gz", "c4.nii.gz"]
+    # kept by the input as written (a run matches them to its cases), in the file's order
+    assert list(table) == ["/old/mount/c1.nii.gz", "C:\\scans\\c2.nii.gz", "c3.nii.gz",
+                           "c1.nii.gz", "c4.nii.gz"]
     assert table["c1.nii.gz"] == Rating("c1.nii.gz", "", "bad", "second look")
-    assert table["c2.nii.gz"].rating == "unsure"
-    assert rated_inputs(table, ["bad"]) == ["c1.nii.gz"]
-    assert rated_inputs(table, parse_rating_choice("bad, unsure")) == ["c1.nii.gz", "c2.nii.gz"]
+    assert table["C:\\scans\\c2.nii.gz"].rating == "unsure"
+    assert table["C:\\scans\\c2.nii.gz"].name == "c2.nii.gz"
+    assert rated_inputs(table, ["bad"]) == ["/old/mount/c1.nii.gz", "c1.nii.gz"]
+    assert rated_inputs(table, parse_rating_choice("bad, unsure")) == [
+        "/old/mount/c1.nii.gz", "C:\\scans\\c2.nii.gz", "c1.nii.gz"]
     with pytest.raises(ParameterError, match="among good, bad, unsure"):
         parse_rating_choice("ugly")
     bad = _write_ratings(tmp_path / "bad.csv", [{"input": "a.nii.gz", "rating": "meh"}])
@@ -202,6 +206,60 @@ def test_only_and_earlier_ratings_in_a_run(tmp_path: Path) -> None:
         _run(tmp_path, only=[])
     with pytest.raises(ParameterError, match="list of inputs"):
         _run(tmp_path, only="c1.nii.gz")
+
+
+def test_only_and_ratings_tell_same_names_apart_in_a_nested_tree(tmp_path: Path) -> None:
+    """Two ``scan.nii.gz`` in sub-folders: matched by the path relative to the input
+    folder (also from a ratings file written where the data lay before), never together
+    by their shared name."""
+    tree = tmp_path / "in"
+    for sub, size in (("a", 4), ("b", 12)):
+        (tree / sub).mkdir(parents=True)
+        data = np.zeros((24, 20, 20), np.int16)
+        data[2 : 2 + size, 5:15, 5:15] = 100
+        nib.save(nib.Nifti1Image(data, np.eye(4)), tree / sub / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tree / "b" / "other.nii.gz")
+    out = tmp_path / "out"
+
+    def run(**options: Any) -> list[FileResult]:
+        return mask_dataset(tree, out, (50, 200), 0, recursive=True, workers=1, **options)
+
+    (only_b,) = run(only=["/old/mount/in/b/scan.nii.gz"])
+    assert only_b.input == str(tree / "b" / "scan.nii.gz")
+    assert only_b.mask_voxels == 12 * 10 * 10
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.nii.gz")) == [
+        "b/scan_mask.nii.gz"]
+    (only_a,) = run(only=["a/scan.nii.gz"])
+    assert only_a.mask_voxels == 4 * 10 * 10
+    (exact,) = run(only=[str(tree / "a" / "scan.nii.gz")])
+    assert exact.input == str(tree / "a" / "scan.nii.gz")
+    # a file name alone: fine when unambiguous, refused when it names both scans
+    (other,) = run(only=["other.nii.gz"])
+    assert other.input == str(tree / "b" / "other.nii.gz")
+    with pytest.raises(ParameterError, match=(
+            r"only= entry 'scan.nii.gz' names 2 inputs \(a/scan.nii.gz, b/scan.nii.gz\): "
+            r"give its path relative to the input folder")):
+        run(only=["scan.nii.gz"])
+    # ratings from the QC page of the data at its old place: each scan gets its own
+    ratings = _write_ratings(tmp_path / "r.csv", [
+        {"input": "/old/mount/in/a/scan.nii.gz", "rating": "bad", "note": "small"},
+        {"input": "/old/mount/in/b/scan.nii.gz", "rating": "good"},
+        {"input": "other.nii.gz", "rating": "unsure"},
+    ])
+    table = read_ratings(ratings)
+    assert rated_inputs(table, ["bad"]) == ["/old/mount/in/a/scan.nii.gz"]
+    results = run(only=rated_inputs(table, ["bad", "good"]), ratings=table)
+    assert [(r.input, r.earlier_rating, r.earlier_note) for r in results] == [
+        (str(tree / "a" / "scan.nii.gz"), "bad", "small"),
+        (str(tree / "b" / "scan.nii.gz"), "good", "")]
+    everything = run(ratings=ratings)
+    assert [(Path(r.input).relative_to(tree).as_posix(), r.earlier_rating)
+            for r in everything] == [("a/scan.nii.gz", "bad"), ("b/other.nii.gz", "unsure"),
+                                     ("b/scan.nii.gz", "good")]
+    # a bare name naming both scans is shown on neither
+    ambiguous = _write_ratings(tmp_path / "amb.csv", [{"input": "scan.nii.gz",
+                                                       "rating": "bad"}])
+    assert [r.earlier_rating for r in run(ratings=ambiguous)] == ["", "", ""]
 
 
 def test_cli_selection_options(tmp_path: Path) -> None:

@@ -34,10 +34,13 @@ from ..io.formats import (
     image_information,
     read_case,
     read_provenance,
+    read_seg_provenance,
+    seg_path,
     sidecar_path,
     verify_mask_file,
     volume_format,
     write_case_mask,
+    write_case_seg,
     write_sidecar,
 )
 from ..io.nifti import inspect_nifti, read_descrip, verify_payload
@@ -51,6 +54,7 @@ __all__ = [
     "process_file",
     "qc_png_path",
     "reason",
+    "seg_problem",
     "sidecar_fields",
 ]
 
@@ -183,6 +187,29 @@ def _other_mask_problem(case: Case, out_path: Path, settings: MaskSettings) -> s
     return _newer_input(case, out_path)
 
 
+def seg_problem(case: Case, out_path: Path, settings: MaskSettings) -> str | None:
+    """``None`` if the DICOM SEG beside the mask ``out_path`` is up to date, else why not.
+
+    Up to date: a SEG (headers read) referencing the case's series, with nimask's
+    provenance (its algorithm parameter ``provenance``) matching ``settings`` and the
+    current version, not older than any of the series' files.
+    """
+    path = seg_path(out_path)
+    if not path.exists():
+        return f"no DICOM SEG yet ({path.name})"
+    text, series_uid = read_seg_provenance(path)
+    if text is None:
+        return f"existing {path.name} is not a DICOM SEG written by nimask"
+    payload = case.payload
+    expected = getattr(payload, "series_instance_uid", None)
+    if expected is not None and series_uid != expected:
+        return f"existing {path.name} references another series ({series_uid})"
+    problem = _provenance_problem(text, settings, repr(text))
+    if problem is not None:
+        return problem.replace("existing mask", f"existing {path.name}", 1)
+    return _newer_input(case, path)
+
+
 def process_file(
     input_path: Path | Case,
     output_dir: Path,
@@ -220,10 +247,19 @@ def process_file(
     case = as_case(input_path)
     out_path = mask_path(case, output_dir, settings)
     result = failed_result(case, output_dir, settings)
+    seg = settings.output_format == "dicom-seg"
+    if seg and case.kind != "dicom-series":
+        result.error = (f"output_format 'dicom-seg' needs a DICOM series; this input is a "
+                        f"{case.format} file (use another output_format for it)")
+        result.seconds = time.perf_counter() - start
+        return result
+    seg_written: Path | None = None
     try:
         sidecar = sidecar_fields(case, settings)
         if skip_existing:
             problem = existing_mask_problem(case, out_path, settings)
+            if problem is None and seg:
+                problem = seg_problem(case, out_path, settings)
             if problem is None:
                 result.status = "skipped"
                 if sidecar is not None:
@@ -245,6 +281,13 @@ def process_file(
                 f"{outcome.nonfinite_voxels} NaN/Inf voxels set to background"
             )
         stats = mask_statistics(outcome.mask)
+        if seg:
+            # before the NIfTI mask: a complete mask means its SEG was written
+            seg_written = write_case_seg(outcome.mask, case, seg_path(out_path),
+                                         kind=settings.segment_kind,
+                                         provenance=settings.provenance())
+            logger.info("%s -> %s (DICOM SEG, %s)", case.display, seg_written.name,
+                        settings.segment_kind)
         result.notes.extend(
             write_case_mask(outcome.mask, loaded, out_path, settings.provenance()))
         if sidecar is not None:
@@ -277,6 +320,8 @@ def process_file(
             logger.debug("%s: unexpected error", result.input, exc_info=True)
         result.status = "failed"
         result.error = reason(exc)
+        if seg_written is not None:
+            seg_written.unlink(missing_ok=True)  # no SEG left for a failed case
     result.seconds = time.perf_counter() - start
     return result
 

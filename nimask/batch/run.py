@@ -36,7 +36,12 @@ from ..io.discovery import (
     mask_relpath,
     output_problems,
 )
-from ..io.formats import validate_output_format
+from ..io.formats import (
+    import_seg_writer,
+    read_seg_provenance,
+    seg_path,
+    validate_output_format,
+)
 from ..io.nifti import TEMP_MARKER, as_path, cleanup_temporaries
 from ..io.tempfiles import Run, enter_run, leave_run, new_run_id, owner_tag
 from ..records import Case, FileResult
@@ -178,13 +183,20 @@ def mask_dataset(
         QC pictures with three mid-slices, or three rows of slices spread over
         the mask's extent (:mod:`nimask.evidence.qc_picture`).
     only : iterable of str or os.PathLike, or None, default None
-        Run only these inputs of ``nii_folder``, given by path or file name
-        (matched by file name), e.g. the cases a reviewer rated ``bad``
+        Run only these inputs of ``nii_folder``, given by path or file name,
+        e.g. the cases a reviewer rated ``bad``
         (:func:`nimask.evidence.ratings.rated_inputs`).  ``None`` runs them all.
+        An entry names the input shown in the report, or the input whose path
+        relative to its input folder ends the entry (so a ratings file still
+        applies after the data moved), or, only when that is unambiguous, the
+        input with its file name; an entry naming two inputs (``scan.nii.gz`` in
+        two sub-folders) is refused.
     ratings : str, os.PathLike, mapping or None, default None
         Earlier verdicts on these cases: a ``ratings.csv`` exported by the QC
-        page, or ``{file name: Rating}``
-        (:func:`nimask.evidence.ratings.read_ratings`).  Each result gets its
+        page, or ``{input: Rating}``
+        (:func:`nimask.evidence.ratings.read_ratings`), matched to the cases as
+        ``only`` entries are (a rating naming several cases is shown on none;
+        the last row wins for a case rated twice).  Each result gets its
         case's ``earlier_rating``, ``earlier_note`` and ``earlier_reviewer``,
         shown in the report and on the QC page.
     pattern : str, default "*.nii.gz"
@@ -194,9 +206,14 @@ def mask_dataset(
     recursive : bool, default False
         Search sub-folders too; the output tree mirrors the input's relative
         paths (``in/a/scan.nii.gz`` -> ``out/a/scan_mask.nii.gz``).
-    output_format : {"nii.gz", "same", "nrrd", "mha", "nii"}, default "nii.gz"
+    output_format : {"nii.gz", "same", "nrrd", "mha", "nii", "dicom-seg"}, default "nii.gz"
         Format of the masks: ``"same"`` writes each mask in its input's format
         (``.nhdr``/``.mhd`` inputs give attached ``.nrrd``/``.mha`` masks).
+        ``"dicom-seg"`` (DICOM series only, needs ``nimask[dicom]``): each series'
+        NIfTI mask and JSON sidecar as usual, plus ``<stem>_seg.dcm``, a DICOM
+        Segmentation over the series' images (segment "Brain" for the ``ct-brain``
+        and ``mri-brain`` presets, else "Head"); a non-DICOM input fails with a
+        reason, and a run with no DICOM input at all is refused (docs/dicom.md).
     cases : sequence of Case or None, default None
         Already discovered cases (e.g. of a BIDS dataset, :mod:`nimask.io.bids`);
         ``nii_folder`` then only names the input folders (files there that nimask
@@ -204,7 +221,7 @@ def mask_dataset(
     dicom : bool, default False
         The input folders hold DICOM exports: each image series (searched
         recursively, :func:`nimask.io.discovery.discover_dicom`) is one case, read
-        by :mod:`nimask.io.dicom` (needs ``nimask[dicom]``); its mask is
+        by :mod:`nimask.io.dicom`; its mask is
         ``<PatientID>_<StudyDate>_<SeriesNumber>_<SeriesDescription>_mask.nii.gz``
         with a JSON sidecar (study and series UIDs, description, file count,
         parameters).  A refused series fails with its check's reason.
@@ -288,6 +305,8 @@ def mask_dataset(
     inputs = found.cases
     if only is not None:
         inputs = _select_inputs(inputs, only, nii_folder)
+    if fmt == "dicom-seg":
+        _check_seg_inputs(inputs)
     out_dir = _prepare_output(output_path)
     removed = cleanup_temporaries(out_dir)
     if removed:
@@ -300,7 +319,10 @@ def mask_dataset(
         settings = replace(settings, qc_dir=str(_prepare_output(qc_dir)))
     results: list[FileResult | None] = [None] * len(inputs)
     labels = [c.label or c.name for c in inputs]
-    for i, why in output_problems(inputs, out_dir, fmt, roots=found.roots).items():
+    problems = output_problems(inputs, out_dir, fmt, roots=found.roots)
+    if fmt == "dicom-seg":
+        problems = {**_seg_problems(inputs, out_dir), **problems}
+    for i, why in problems.items():
         results[i] = case.failed_result(inputs[i], out_dir, settings, why)
         _log_result(results[i], labels[i])  # type: ignore[arg-type]
     todo = [i for i, res in enumerate(results) if res is None]
@@ -367,7 +389,7 @@ def mask_dataset(
         leave_run(run_token)
     done = [r for r in results if r is not None]
     flag_cohort(done)
-    _attach_ratings(done, earlier)
+    _attach_ratings(inputs, results, earlier)
     if qc_dir is not None:
         update_picture_flags(done)
     if report is not None:
@@ -378,17 +400,83 @@ def mask_dataset(
     return done
 
 
+def _parts(text: str) -> tuple[str, ...]:
+    # a path written on Windows still gives its parts
+    return tuple(p for p in text.replace("\\", "/").split("/") if p not in ("", "."))
+
+
+class _InputMatcher:
+    """Which cases an ``only=`` entry or a rating's ``input`` names.
+
+    In order: the input exactly as the report shows it (:attr:`Case.display`) or the same
+    file; else the cases whose path relative to their input folder (:attr:`Case.label`)
+    ends the entry (``/old/mount/a/scan.nii.gz`` names ``a/scan.nii.gz``; the longest
+    such path wins); else, only as a fallback, the cases with the entry's file name.  In
+    a nested tree two ``scan.nii.gz`` are thus told apart by their relative paths, and a
+    bare ``scan.nii.gz`` names both (ambiguous).
+    """
+
+    def __init__(self, cases: Sequence[Case]) -> None:
+        self.cases = cases
+        self.display: dict[str, list[int]] = {}
+        self.path: dict[str, list[int]] = {}
+        self.name: dict[str, list[int]] = {}
+        for i, c in enumerate(cases):
+            self.display.setdefault(c.display, []).append(i)
+            if c.kind == "file":
+                self.path.setdefault(self._key(c.source), []).append(i)
+            self.name.setdefault(c.name, []).append(i)
+        self.labels = [_parts(c.label or c.name) for c in cases]
+
+    @staticmethod
+    def _key(path: str | os.PathLike[str]) -> str:
+        return os.path.normcase(os.path.abspath(path))
+
+    def match(self, entry: str) -> list[int]:
+        """Indices of the cases ``entry`` names: none, one, or several (ambiguous)."""
+        if entry in self.display:
+            return self.display[entry]
+        if "\\" not in entry and self._key(entry) in self.path:
+            return self.path[self._key(entry)]
+        parts = _parts(entry)
+        best: list[int] = []
+        longest = 0
+        for i, label in enumerate(self.labels):
+            n = len(label)
+            if 0 < n <= len(parts) and parts[-n:] == label:
+                if n > longest:
+                    best, longest = [i], n
+                elif n == longest:
+                    best.append(i)
+        if best:
+            return best
+        return self.name.get(parts[-1], []) if parts else []
+
+
 def _select_inputs(inputs: list[Case], only: Iterable[str | os.PathLike[str]],
                    nii_folder: object) -> list[Case]:
-    """The inputs named in ``only`` (by file name), in input order."""
+    """The inputs named in ``only`` (see :class:`_InputMatcher`), in input order."""
     if isinstance(only, (str, os.PathLike)):
         raise ParameterError("only must be a list of inputs (paths or file names), "
                              f"not one {type(only).__name__}")
-    names = [Path(os.fspath(x).replace("\\", "/")).name for x in only]
-    if not names:
+    entries = [os.fspath(x) for x in only]
+    if not entries:
         raise ParameterError("only= selects no input: nothing to run")
-    present = {p.name for p in inputs}
-    missing = sorted({n for n in names if n not in present})
+    matcher = _InputMatcher(inputs)
+    chosen: set[int] = set()
+    missing: list[str] = []
+    for entry in entries:
+        found = matcher.match(entry)
+        if not found:
+            missing.append(_parts(entry)[-1] if _parts(entry) else entry)
+        elif len(found) > 1:
+            names = ", ".join(inputs[i].label or inputs[i].display for i in found[:5])
+            raise ParameterError(
+                f"only= entry {entry!r} names {len(found)} inputs ({names}): give its path "
+                "relative to the input folder")
+        else:
+            chosen.update(found)
+    missing = sorted(set(missing))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
                                           else "")
@@ -396,10 +484,39 @@ def _select_inputs(inputs: list[Case], only: Iterable[str | os.PathLike[str]],
             f"{len(missing)} selected input(s) not among the inputs of {nii_folder}: "
             f"{shown}"
         )
-    wanted = set(names)
-    selected = [p for p in inputs if p.name in wanted]
+    selected = [c for i, c in enumerate(inputs) if i in chosen]
     logger.info("running %d of the %d inputs (only=)", len(selected), len(inputs))
     return selected
+
+
+def _check_seg_inputs(inputs: Sequence[Case]) -> None:
+    """Refuse ``output_format="dicom-seg"`` before any work when it cannot give a SEG.
+
+    Non-DICOM inputs among DICOM series fail one by one (:func:`case.process_file`).
+    """
+    if inputs and not any(c.kind == "dicom-series" for c in inputs):
+        raise ParameterError(
+            "output_format 'dicom-seg' writes a DICOM SEG over a DICOM series, and no input "
+            "is one (DICOM exports need dicom=True / --dicom)")
+    import_seg_writer()
+
+
+def _seg_problems(inputs: Sequence[Case], out_dir: Path) -> dict[int, str]:
+    """DICOM series whose SEG would replace a file nimask did not write (e.g. a file of
+    the export itself, when the output folder is the export): they fail before any work."""
+    problems: dict[int, str] = {}
+    files = {os.path.abspath(f) for c in inputs for f in c.files}
+    for i, item in enumerate(inputs):
+        if item.kind != "dicom-series":
+            continue
+        target = seg_path(out_dir / mask_relpath(item, "dicom-seg"))
+        if not os.path.lexists(target):
+            continue
+        if os.path.abspath(target) in files or read_seg_provenance(target)[0] is None:
+            problems[i] = (f"{target.name} already exists and is not a DICOM SEG written by "
+                           "nimask: it is never replaced; move it, or write the masks to "
+                           "another folder")
+    return problems
 
 
 def _earlier_ratings(
@@ -415,10 +532,24 @@ def _earlier_ratings(
     return ratings
 
 
-def _attach_ratings(results: list[FileResult], earlier: Mapping[str, Rating]) -> None:
-    for res in results:
-        rating = earlier.get(Path(res.input).name)
-        if rating is not None:
+def _attach_ratings(inputs: Sequence[Case], results: Sequence[FileResult | None],
+                    earlier: Mapping[str, Rating]) -> None:
+    """Give each result the earlier rating of its case (the last one, in the file's order).
+
+    A rating is matched to its case as ``only=`` entries are (:class:`_InputMatcher`); one
+    that names several cases (a bare file name in a nested tree) is given to none.
+    """
+    if not earlier:
+        return
+    matcher = _InputMatcher(inputs)
+    for key, rating in earlier.items():
+        found = matcher.match(rating.input or key)
+        if len(found) > 1:
+            logger.warning("earlier rating of %r not shown: it names %d inputs; rate by the "
+                           "path relative to the input folder", rating.input or key, len(found))
+            continue
+        res = results[found[0]] if found else None
+        if res is not None:
             res.earlier_rating = rating.rating
             res.earlier_note = rating.note
             res.earlier_reviewer = rating.reviewer

@@ -23,7 +23,7 @@ from ..core.refine import Refinements
 from ..exceptions import ParameterError
 from ..io.discovery import PROVENANCE_PREFIX
 
-__all__ = ["PROVENANCE_PREFIX", "MaskSettings", "Provenance", "parse_provenance"]
+__all__ = ["BRAIN_PRESETS", "PROVENANCE_PREFIX", "MaskSettings", "Provenance", "parse_provenance"]
 
 #: Start of the ``descrip`` field of every mask nimask writes.
 _PROVENANCE_RE = re.compile(
@@ -42,6 +42,11 @@ class Provenance:
     closing_radius_mm: float | None = None
     #: The whole ``descrip`` text (steps and preset included).
     text: str = field(default="", compare=False)
+
+
+#: Presets whose mask is a brain mask (skull removed); every other configuration makes a
+#: head mask.
+BRAIN_PRESETS = ("ct-brain", "mri-brain")
 
 
 def parse_provenance(descrip: str) -> Provenance | None:
@@ -132,6 +137,12 @@ class MaskSettings:
                 "uses nidataset's own ball in voxels"
             )
         return cls(window, radius, radius_mm, refinements)
+
+    @property
+    def segment_kind(self) -> str:
+        """What a mask is, for a DICOM SEG's segment: ``"brain"`` for the presets that
+        remove the skull (``ct-brain``, ``mri-brain``), ``"head"`` otherwise."""
+        return "brain" if self.refinements.preset in BRAIN_PRESETS else "head"
 
     @property
     def voxel_radius(self) -> int | None:

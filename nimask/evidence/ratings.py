@@ -14,8 +14,11 @@ ratings.csv``); :func:`read_input_list` reads the inputs of any CSV with an
 ``input`` column (a ratings file, a nimask report) or of a plain list, one
 path or name a line.
 
-Cases are matched by file name (``sub-07.nii.gz``), not by full path, so that
-a ratings file still applies when the data moved or was mounted elsewhere.
+Ratings are kept by the input as written; a run matches them to its cases by the
+path relative to the input folder (``/old/mount/sub-07/anat/scan.nii.gz`` names
+``sub-07/anat/scan.nii.gz``), so that a ratings file still applies when the data
+moved or was mounted elsewhere, and by file name only when that names one case
+(:func:`nimask.batch.run.mask_dataset`, ``only=`` and ``ratings=``).
 """
 
 from __future__ import annotations
@@ -81,10 +84,10 @@ def _read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, s
 
 
 def read_ratings(path: str | os.PathLike[str]) -> dict[str, Rating]:
-    """Read a ratings CSV into ``{input file name: Rating}``.
+    """Read a ratings CSV into ``{input as written: Rating}``, in the file's order.
 
-    A case rated twice keeps its last row.  Rows whose ``input`` is empty are
-    skipped.
+    An input rated twice keeps its last row (placed where that row is).  Rows
+    whose ``input`` is empty are skipped.
 
     Raises
     ------
@@ -111,7 +114,8 @@ def read_ratings(path: str | os.PathLike[str]) -> dict[str, Rating]:
             )
         entry = Rating(**{c: row.get(c, "") for c in RATING_COLUMNS if c != "rating"},
                        rating=rating)
-        table[entry.name] = entry
+        table.pop(entry.input, None)  # the last row of an input comes last
+        table[entry.input] = entry
     return table
 
 
@@ -128,7 +132,7 @@ def parse_rating_choice(text: str) -> tuple[str, ...]:
 
 
 def rated_inputs(ratings: dict[str, Rating], wanted: Iterable[str]) -> list[str]:
-    """Input file names whose rating is one of ``wanted``, sorted."""
+    """Inputs (as written) whose rating is one of ``wanted``, sorted."""
     keep = set(wanted)
     return sorted(name for name, r in ratings.items() if r.rating in keep)
 

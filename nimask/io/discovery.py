@@ -412,7 +412,7 @@ def discover_dicom(folder: Path) -> tuple[list[Case], list[tuple[Path, str]]]:
     Raises
     ------
     InputFolderError
-        DICOM support is not installed (``nimask[dicom]``).
+        pydicom (a requirement of nimask) is missing from this install.
     """
     try:
         dicom = dicom_module()

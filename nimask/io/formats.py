@@ -20,7 +20,9 @@ Writing (:func:`write_case_mask`), always atomically (:func:`nimask.io.nifti.ato
 * a NIfTI mask of a NIfTI input: nibabel, with a copy of the input's header
   (:func:`nimask.io.nifti.write_mask`, unchanged);
 * any other combination: SimpleITK's writer for the output's format, NRRD and MetaImage
-  compressed (deterministic: same input and parameters, same bytes).  Before the file is
+  compressed (deterministic: same input and parameters, same bytes; MINC files differ from
+  run to run in the HDF5 object times and libminc's ``ident`` stamp only, which SimpleITK
+  cannot turn off: docs/cohorts.md).  Before the file is
   renamed into place its geometry is read back and compared with the image's: identical
   for MetaImage (it stores the doubles), identical to the last bits (relative 1e-12) for
   NRRD (which stores spacing times direction) and MINC (which stores the origin along its
@@ -77,17 +79,21 @@ __all__ = [
     "geometry_difference",
     "header_differences",
     "image_information",
+    "import_seg_writer",
     "mask_extension",
     "read_case",
     "read_dicom_case",
     "read_header_fields",
     "read_provenance",
+    "read_seg_provenance",
+    "seg_path",
     "sidecar_path",
     "split_volume_name",
     "validate_output_format",
     "verify_mask_file",
     "volume_format",
     "write_case_mask",
+    "write_case_seg",
     "write_sidecar",
 ]
 
@@ -104,7 +110,7 @@ VOLUME_FORMATS: dict[str, str] = {
     ".mnc": "mnc",
 }
 #: Values of ``output_format``.
-OUTPUT_FORMATS = ("nii.gz", "same", "nrrd", "mha", "nii")
+OUTPUT_FORMATS = ("nii.gz", "same", "nrrd", "mha", "nii", "dicom-seg")
 #: Key of nimask's provenance in NRRD and MetaImage masks.
 PROVENANCE_KEY = "nimask_provenance"
 
@@ -115,7 +121,11 @@ _SAME_EXTENSION = {
     "nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "nhdr": ".nrrd",
     "mha": ".mha", "mhd": ".mha", "mnc": ".mnc", "dicom": ".nii.gz",
 }
-_EXPLICIT_EXTENSION = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "mha": ".mha"}
+# "dicom-seg": the NIfTI mask (report, QC, re-runs) and a DICOM SEG beside it (seg_path).
+_EXPLICIT_EXTENSION = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "mha": ".mha",
+                       "dicom-seg": ".nii.gz"}
+#: Key of nimask's provenance in a DICOM SEG's AlgorithmParameters (``key=value``).
+SEG_PROVENANCE_KEY = "provenance"
 _IMAGE_IO = {
     "nii.gz": "NiftiImageIO", "nii": "NiftiImageIO", "nrrd": "NrrdImageIO",
     "nhdr": "NrrdImageIO", "mha": "MetaImageIO", "mhd": "MetaImageIO", "mnc": "MINCImageIO",
@@ -173,6 +183,15 @@ def mask_extension(input_format: str, output_format: str) -> str:
 def _extension_of(path: Path) -> str:
     lower = path.name.lower()
     return ".nii.gz" if lower.endswith(".nii.gz") else Path(lower).suffix
+
+
+def seg_path(mask_path: str | os.PathLike[str]) -> Path:
+    """``x_mask.nii.gz`` -> ``x_seg.dcm`` (the DICOM SEG beside a DICOM series' mask)."""
+    path = Path(mask_path)
+    stem = path.name[: -len(_extension_of(path))]
+    if stem.endswith("_mask"):
+        stem = stem[: -len("_mask")]
+    return path.with_name(stem + "_seg.dcm")
 
 
 def sidecar_path(mask_path: str | os.PathLike[str]) -> Path:
@@ -374,7 +393,7 @@ def read_dicom_case(case: Case) -> CaseVolume:
     Raises
     ------
     VolumeReadError
-        DICOM support is not installed (``nimask[dicom]``), the case has no series
+        pydicom (a requirement of nimask) is missing, the case has no series
         record, or a file's pixels cannot be read.
     InvalidVolumeError
         The series is refused by its checks (``DicomSeriesError``, one-line reason).
@@ -384,6 +403,61 @@ def read_dicom_case(case: Case) -> CaseVolume:
                               "discover(..., dicom=True)")
     image, notes = dicom_module().read_series(case.payload)
     return CaseVolume(image, "dicom", None, {}, list(notes))
+
+
+def write_case_seg(mask: sitk.Image, case: Case, out_path: Path, *, kind: str,
+                   provenance: str) -> Path:
+    """Write ``mask`` of a DICOM series case as a DICOM SEG over its images, atomically.
+
+    :func:`nimask.io.dicom.write_seg` with segment ``kind`` (``"brain"`` or ``"head"``);
+    ``provenance`` is stored as the algorithm's parameter ``provenance=<text>``
+    (:func:`read_seg_provenance` reads it back).
+
+    Raises
+    ------
+    ParameterError
+        The case is not a DICOM series.
+    MissingDependencyError
+        highdicom is not installed (``pip install "nimask[dicom]"``).
+    DicomSeriesError, OutputError
+        The SEG cannot be built or written.
+    """
+    if case.kind != "dicom-series" or case.payload is None:
+        raise ParameterError("a DICOM SEG needs a DICOM series as input; this input is "
+                             f"{case.format} ({case.display})")
+    dicom = dicom_module()
+    return Path(dicom.write_seg(mask, case.payload, out_path, kind=kind,
+                                parameters={SEG_PROVENANCE_KEY: provenance}))
+
+
+def import_seg_writer() -> ModuleType:
+    """highdicom, which DICOM SEG output needs.
+
+    Raises
+    ------
+    MissingDependencyError
+        It is not installed: ``pip install "nimask[dicom]"``.
+    """
+    headers = importlib.import_module(f"{__package__}.dicom.headers")
+    return headers.import_highdicom()
+
+
+def read_seg_provenance(path: str | os.PathLike[str]) -> tuple[str | None, str | None]:
+    """nimask's provenance and the referenced ``SeriesInstanceUID`` of a DICOM SEG file.
+
+    ``(None, None)`` when the file is missing or not a SEG nimask wrote (headers only).
+    """
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(os.fspath(path), stop_before_pixels=True)
+        segment = ds.SegmentSequence[0]
+        text = str(segment.SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters)
+        series = str(ds.ReferencedSeriesSequence[0].SeriesInstanceUID)
+    except Exception:  # unreadable, not DICOM, not nimask's SEG: not an up-to-date SEG
+        return None, None
+    prefix = SEG_PROVENANCE_KEY + "="
+    return (text[len(prefix):] if text.startswith(prefix) else None), series
 
 
 def dicom_module() -> ModuleType:

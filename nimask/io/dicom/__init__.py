@@ -1,8 +1,9 @@
 """DICOM in and out: find series, check them, read each as one volume, write DICOM SEG.
 
-Needs the optional extra ``nimask[dicom]`` (pydicom; highdicom for SEG), imported
-lazily: without it each entry point raises
-:class:`~nimask.exceptions.MissingDependencyError` with the ``pip`` hint.
+Reading needs pydicom (a requirement of nimask); writing SEG needs highdicom, the
+optional extra ``nimask[dicom]``.  Both are imported lazily: without highdicom
+:func:`write_seg` raises :class:`~nimask.exceptions.MissingDependencyError` with the
+``pip`` hint.
 
 Typical use::
 

@@ -69,7 +69,7 @@ def find_series(
     InputFolderError
         A path does not exist.
     MissingDependencyError
-        pydicom is not installed (``pip install "nimask[dicom]"``).
+        pydicom (a requirement of nimask) is missing from this install.
     """
     import_pydicom()
     roots = [Path(source)] if isinstance(source, str | os.PathLike) else [Path(s) for s in source]

@@ -1,7 +1,9 @@
 """Reading DICOM headers with pydicom: one file -> the images it holds, or why it is skipped.
 
-pydicom is imported lazily (extra ``nimask[dicom]``); :func:`import_pydicom` raises
-:class:`~nimask.exceptions.MissingDependencyError` with the install hint when it is missing.
+pydicom (a requirement of nimask) is imported lazily, so that ``import nimask`` stays
+light; :func:`import_pydicom` raises :class:`~nimask.exceptions.MissingDependencyError`
+when a broken install lacks it.  highdicom (DICOM SEG only) is the optional extra
+``nimask[dicom]``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def _import(name: str, what: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
+        if name == "pydicom":  # a requirement of nimask itself: the install is broken
+            raise MissingDependencyError(
+                f"{what} needs the package 'pydicom', a requirement of nimask that is not "
+                "installed here: pip install pydicom"
+            ) from exc
         raise MissingDependencyError(
             f"{what} needs the optional package {name!r}: {INSTALL_HINT}"
         ) from exc

@@ -160,7 +160,7 @@ def write_seg(
     DicomSeriesError
         The series is refused by the checks, or holds several multi-frame files.
     MissingDependencyError
-        highdicom or pydicom is not installed (``pip install "nimask[dicom]"``).
+        highdicom is not installed (``pip install "nimask[dicom]"``), or pydicom is missing.
     OutputError
         The file cannot be written.
     """
