@@ -22,6 +22,8 @@ from click.testing import CliRunner
 from conftest import box_volume, make_image
 
 from nimask import __version__, mask_bids, mask_dataset
+from nimask.batch.bids import default_desc
+from nimask.batch.settings import MaskSettings
 from nimask.cli import main
 from nimask.exceptions import InputFolderError, OutputError, ParameterError
 from nimask.io.bids import find_bids_anat
@@ -298,3 +300,14 @@ def test_real_volumes_in_a_bids_dataset(shared_data: Path, tmp_path: Path) -> No
     assert not list(out.rglob("sub-04*_mask.nii.gz"))
     assert _invalid_paths(out) == []
     assert (out / ".bidsignore").read_text() == "report.json\n"
+
+
+@pytest.mark.parametrize(("preset", "desc"), [
+    (None, "head"), ("ct-head", "head"), ("mri-head", "head"), ("nidataset", "head"),
+    ("ct-brain", "brain"), ("mri-brain", "brain"),
+])
+def test_desc_is_brain_only_for_the_presets_that_remove_the_skull(preset: str | None,
+                                                                  desc: str) -> None:
+    settings = MaskSettings.create(None, 3, None, preset=preset)
+    assert default_desc(settings) == desc
+    assert settings.segment_kind == desc

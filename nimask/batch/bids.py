@@ -9,9 +9,11 @@
 folder written inside ``OUTPUT_DIR`` in its ``.bidsignore``.
 
 ``desc-brain`` or ``desc-head``: a threshold mask of a head with skull is a head mask, so
-every configuration is ``head`` except the ``ct-brain`` preset, the one recipe that removes
-the skull (window 0..100 HU, opening, largest component, bone excluded).  ``desc=`` overrides
-it (e.g. ``desc="brain"`` for skull-stripped inputs).
+every configuration is ``head`` except the presets that remove the skull: ``ct-brain``
+(window 0..100 HU, opening, largest component, bone excluded) and ``mri-brain`` (classical
+brain extraction, :mod:`nimask.core.skullstrip`) -- the same rule as the DICOM SEG's segment
+(:attr:`MaskSettings.segment_kind`).  ``desc=`` overrides it (e.g. ``desc="brain"`` for
+skull-stripped inputs).
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ _PIPELINE = "nimask"
 
 
 def default_desc(settings: MaskSettings) -> str:
-    """``"brain"`` for the ``ct-brain`` preset, ``"head"`` for every other configuration."""
-    return "brain" if settings.refinements.preset == "ct-brain" else "head"
+    """``"brain"`` for the presets that remove the skull (``ct-brain``, ``mri-brain``),
+    ``"head"`` for every other configuration."""
+    return settings.segment_kind
 
 
 def _description(bids_dir: Path, command: str | None) -> dict[str, Any]:
@@ -136,7 +139,7 @@ def mask_bids(
         Only these participants / sessions (``"01"`` or ``"sub-01"``).
     desc : str or None
         ``desc`` label of the masks; ``None``: :func:`default_desc` (``"brain"`` for
-        the ``ct-brain`` preset, else ``"head"``).
+        the ``ct-brain`` and ``mri-brain`` presets, else ``"head"``).
     suffixes : iterable of str
         Anatomical suffixes to mask (default ``T1w``, ``T2w``, ``FLAIR``, ``CT``).
     command : str or None
