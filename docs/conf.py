@@ -43,6 +43,8 @@ extensions = [
 exclude_patterns = ["_build", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
 root_doc = "index"
+# Quotes and ellipses only: "--report" in the command's examples must stay two hyphens.
+smartquotes_action = "qe"
 
 # Every internal reference must resolve (-n): nitpicky mode, with the types of external
 # libraries written in docstrings as plain text (no intersphinx: CI has no network).
