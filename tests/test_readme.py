@@ -21,8 +21,9 @@ import click
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
-from nimask import cli
+from nimask import cli, sample_brain_mask_path, sample_path
 from nimask.batch.run import mask_dataset
 from nimask.core.pipeline import brain_mask, compute_mask
 from nimask.volume import generate_brain_mask_dataset
@@ -127,6 +128,22 @@ def test_readme_blocks_run_and_write_what_they_promise(tmp_path: Path) -> None:
         assert set(np.unique(data)) == {0, 1}
         assert mask.shape == image.shape
         assert np.allclose(mask.affine, image.affine)
+
+
+def test_readme_figures_for_the_bundled_t1() -> None:
+    """The share of the reference brain in the default mask, and its Dice, as the README says."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    text = " ".join(line.lstrip(">").strip() for line in lines)  # the warning is a quote
+    found = re.search(r"the default mask holds ([\d.]+) % of the reference brain, "
+                      r"plus scalp and skull \(Dice ([\d.]+)\)", text)
+    assert found is not None
+    share, dice = found.groups()
+    image = sitk.ReadImage(str(sample_path()))
+    mask = sitk.GetArrayFromImage(brain_mask(image)).astype(bool)
+    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_brain_mask_path()))).astype(bool)
+    inside = np.count_nonzero(mask & brain)
+    assert f"{100 * inside / np.count_nonzero(brain):.2f}" == share
+    assert f"{2 * inside / (np.count_nonzero(mask) + np.count_nonzero(brain)):.2f}" == dice
 
 
 def test_readme_test_command_is_the_one_ci_runs() -> None:
