@@ -272,31 +272,41 @@ def _resolve_reexport(app, env, node, contnode):  # type: ignore[no-untyped-def]
 
 
 # --------------------------------------------------------------------------------------
-# "More topics": every page at the top of docs/ other than the index (pages added
-# later need no edit here).  Sphinx warns about a glob that matches nothing, so the
-# toctree is written only when there is such a page.
+# "More topics": every page at the top of docs/ other than the index, and every page of a
+# folder this index does not know (pages added later need no edit here).  Sphinx warns
+# about a glob that matches nothing, so only the patterns that match something are written.
+# A page of the known folders belongs in its section's toctree (or says ``orphan: true``).
 # --------------------------------------------------------------------------------------
 
 MORE_TOPICS_MARKER = "<!-- more-topics -->"
-MORE_TOPICS = """```{toctree}
-:maxdepth: 1
-:caption: More topics
-:hidden:
-:glob:
-
-*
-```"""
+#: Folders whose pages are in the index's sections.
+KNOWN_FOLDERS = {"guide", "examples", "reference", "background", "notebooks"}
+SOURCE_SUFFIXES = {".md", ".rst", ".ipynb"}
 
 
-def _has_more_topics() -> bool:
-    suffixes = (".md", ".rst", ".ipynb")
-    return any(p.suffix in suffixes and p.stem != "index" for p in DOCS.iterdir() if p.is_file())
+def _more_topics_patterns() -> list[str]:
+    patterns = []
+    if any(p.suffix in SOURCE_SUFFIXES and p.stem != "index"
+           for p in DOCS.iterdir() if p.is_file()):
+        patterns.append("*")
+    for folder in sorted(p for p in DOCS.iterdir() if p.is_dir()):
+        if folder.name in KNOWN_FOLDERS or folder.name.startswith(("_", ".")):
+            continue
+        if any(f.suffix in SOURCE_SUFFIXES for f in folder.rglob("*")
+               if ".ipynb_checkpoints" not in f.parts):
+            patterns.append(f"{folder.name}/**")
+    return patterns
 
 
 def _more_topics(app, docname, source):  # type: ignore[no-untyped-def]
-    if docname == "index":
-        source[0] = source[0].replace(MORE_TOPICS_MARKER,
-                                      MORE_TOPICS if _has_more_topics() else "")
+    if docname != "index":
+        return
+    patterns = _more_topics_patterns()
+    toctree = ""
+    if patterns:
+        toctree = "\n".join(["```{toctree}", ":maxdepth: 1", ":caption: More topics",
+                             ":hidden:", ":glob:", "", *patterns, "```"])
+    source[0] = source[0].replace(MORE_TOPICS_MARKER, toctree)
 
 
 def setup(app):  # type: ignore[no-untyped-def]
