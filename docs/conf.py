@@ -130,6 +130,14 @@ def _home(module: ModuleType, name: str, modules: list[ModuleType]) -> str:
         return f"nimask.{name}"
     owners = [m for m in modules if not hasattr(m, "__path__") and name in getattr(m, "__all__", ())
               and getattr(m, name) is obj]
+    # The module that defines it: a function's or class's own module, else the one that
+    # assigns the name (a constant re-exported by another module).
+    defined = getattr(obj, "__module__", None) if callable(obj) else None
+    for owner in owners:
+        if owner.__name__ == defined or (
+                defined is None
+                and re.search(rf"^{name}\s*[:=]", inspect.getsource(owner), re.MULTILINE)):
+            return f"{owner.__name__}.{name}"
     if not owners:
         return f"{module.__name__}.{name}"
     return f"{owners[0].__name__}.{name}"
@@ -264,7 +272,13 @@ def _resolve_reexport(app, env, node, contnode):  # type: ignore[no-untyped-def]
         if not dotted.startswith("nimask"):
             continue
         obj = _import_dotted(dotted)
-        home = _HOMES.get(id(obj)) if obj is not _MISSING else None
+        if obj is _MISSING:
+            continue
+        home = _HOMES.get(id(obj))
+        modname_, _, name = dotted.rpartition(".")
+        module = sys.modules.get(modname_)
+        if home is None and module is not None and name in getattr(module, "__all__", ()):
+            home = _home(module, name, _modules())  # a constant, documented where defined
         if home:
             return env.get_domain("py").resolve_xref(
                 env, node["refdoc"], app.builder, node["reftype"], home, node, contnode)
