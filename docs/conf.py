@@ -56,11 +56,11 @@ autodoc_typehints = "none"  # types are in the numpydoc "Parameters" sections
 autodoc_member_order = "bysource"
 autosummary_generate = False  # the API pages are written by _write_api_pages below
 
-# Types of other libraries named in docstrings (no intersphinx: CI has no network).
-nitpick_ignore = [
-    ("py:class", "SimpleITK.Image"),
-    ("py:class", "concurrent.futures.Executor"),
-]
+# Objects of other libraries named in docstrings (no intersphinx: CI has no network).  Only
+# these are exempt: every reference into nimask must resolve.
+EXTERNAL = ["SimpleITK", "numpy", "nibabel", "tqdm", "click", "distributed", "dask", "PIL",
+            "concurrent", "multiprocessing", "os", "pathlib", "logging", "csv", "json", "zlib"]
+nitpick_ignore_regex = [(r"py:.*", rf"({'|'.join(EXTERNAL)})(\..*)?")]
 
 # MyST: ```{directive} blocks, $...$ not needed; headings get anchors for #links.
 myst_enable_extensions = ["colon_fence", "deflist"]
