@@ -187,7 +187,8 @@ def _write_api_pages() -> None:
                           if m.__name__.rsplit(".", 1)[0] == modname)
         if children:
             lines += [".. rubric:: Modules", "", ".. toctree::", "   :maxdepth: 1", ""]
-            lines += [f"   {child}" for child in children]
+            # the last part of the name in the navigation (the page's title is the full name)
+            lines += [f"   {child.rsplit('.', 1)[1]} <{child}>" for child in children]
             lines.append("")
         pages[modname] = "\n".join(lines)
     # nimask itself: the public API, documented in full.
