@@ -27,9 +27,10 @@ def _first_column(table_page: str, header: str) -> list[str]:
 def test_report_columns_page_lists_every_column_in_order(tmp_path: Path) -> None:
     report = write_report([FileResult("in.nii.gz", "in_mask.nii.gz", "written")],
                           tmp_path / "report.csv")
-    columns = report.read_text().splitlines()[0].split(",")
+    columns = report.read_text(encoding="utf-8").splitlines()[0].split(",")
     assert _first_column("guide/reports-and-flags.md", "Column") == columns
-    assert f"these {len(columns)} columns" in (DOCS / "guide/reports-and-flags.md").read_text()
+    page = (DOCS / "guide/reports-and-flags.md").read_text(encoding="utf-8")
+    assert f"these {len(columns)} columns" in page
 
 
 def test_flags_page_lists_every_flag() -> None:

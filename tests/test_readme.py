@@ -153,7 +153,7 @@ def test_readme_test_command_is_the_one_ci_runs() -> None:
     test_command = first_block[1]
     assert test_command == 'pip install -e ".[test]" && python -m pytest'
     ci_lines = [line.strip().replace('"${bound[@]}" ', "")
-                for line in (REPO / ".ci" / "run").read_text().splitlines()]
+                for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
     assert test_command in ci_lines
 
 
