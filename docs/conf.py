@@ -272,6 +272,12 @@ def _resolve_reexport(app, env, node, contnode):  # type: ignore[no-untyped-def]
     for dotted in [*candidates, target]:
         if not dotted.startswith("nimask"):
             continue
+        # A member of a class (``Case.display``, ``MaskSettings.provenance``): its class's entry.
+        parent = _import_dotted(dotted.rpartition(".")[0]) if "." in dotted else _MISSING
+        if inspect.isclass(parent) and id(parent) in _HOMES and node["reftype"] in (
+                "attr", "meth", "obj"):
+            return env.get_domain("py").resolve_xref(
+                env, node["refdoc"], app.builder, "class", _HOMES[id(parent)], node, contnode)
         obj = _import_dotted(dotted)
         if obj is _MISSING:
             continue
@@ -324,6 +330,19 @@ def _more_topics(app, docname, source):  # type: ignore[no-untyped-def]
     source[0] = source[0].replace(MORE_TOPICS_MARKER, toctree)
 
 
+# The command's help is plain text for a terminal ("*.nii.gz", "**/*.nrrd"); on the CLI page
+# sphinx-click reads it as reStructuredText, where a bare "*" starts emphasis.
+_GLOB_STAR = re.compile(r"(?<![\\`])\*(?=[\w.*/{\[])")
+
+
+def _escape_glob_stars(app, ctx, lines):  # type: ignore[no-untyped-def]
+    for i, line in enumerate(lines):
+        if not line.lstrip().startswith((".. ", "::")):
+            lines[i] = _GLOB_STAR.sub(r"\\*", line)
+
+
 def setup(app):  # type: ignore[no-untyped-def]
     app.connect("missing-reference", _resolve_reexport)
     app.connect("source-read", _more_topics)
+    for part in ("description", "usage", "options", "arguments", "envvars", "epilog"):
+        app.connect(f"sphinx-click-process-{part}", _escape_glob_stars)

@@ -172,12 +172,16 @@ def _cli_params() -> dict[str, click.Parameter]:
 ONLY_IN_DOCUMENTED_FUNCTION = {"debug"}  # prints the count; mask_dataset returns the results
 # Re-running rated cases (QC review) is mask_dataset's and the command's, not the drop-in's.
 ONLY_IN_MASK_DATASET = {"only", "ratings"}
+# Cases built by the caller (files, lists, trees) and DICOM: mask_dataset's and the command's.
+ONLY_IN_MASK_DATASET |= {"cases", "dicom"}
 BATCH_ONLY = {"nii_folder", "output_path", "workers", "progress", "report", "qc_dir",
-              "skip_existing", "executor", "qc_layout", "only", "ratings"}  # folders and runs
+              "skip_existing", "executor", "qc_layout", "only", "ratings", "pattern",
+              "recursive", "output_format", "cases", "dicom"}  # folders, files and runs
 ONLY_IN_PIPELINE = {"image"}
-CLI_NAMES = {"nii_folder": "input_dir", "output_path": "output_dir", "executor": "scheduler"}
+CLI_NAMES = {"nii_folder": "inputs", "output_path": "output_dir", "executor": "scheduler"}
 # only= and ratings= come from a file: --only-rated RATINGS CSV, or --inputs-from FILE.
-CLI_FOR = {"only": {"only_rated", "inputs_from"}, "ratings": {"only_rated", "inputs_from"}}
+CLI_FOR = {"only": {"only_rated", "inputs_from"}, "ratings": {"only_rated", "inputs_from"},
+           "cases": {"inputs"}}  # INPUTS... (folders, files, lists) become the cases
 CLI_ONLY = {"quiet", "debug"}  # --debug is verbose logging, not the documented debug print
 # Defaults that differ on purpose: --workers 0 means "every usable CPU", as workers=None does.
 CLI_DEFAULTS = {"workers": 0}

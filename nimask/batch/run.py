@@ -198,7 +198,7 @@ def mask_dataset(
         the last row wins for a case rated twice).  Each result gets its
         case's ``earlier_rating``, ``earlier_note`` and ``earlier_reviewer``,
         shown in the report and on the QC page.
-    pattern : str, default "*.nii.gz"
+    pattern : str, default ``"*.nii.gz"``
         Glob selecting the inputs in folders, matched case-insensitively against
         file names, or against relative paths when it holds ``/`` or ``**``
         (which also recurses).  See :func:`nimask.io.discovery.discover`.
