@@ -100,7 +100,7 @@ def generate_brain_mask_dataset(
     qc_layout : {"mid", "mosaic"}, default "mid"
         Keyword-only.  QC pictures (``qc_dir``) with three mid-slices, or a
         mosaic of slices over the mask's extent (see ``docs/qc.md``).
-    pattern : str, default "*.nii.gz"
+    pattern : str, default ``"*.nii.gz"``
         Keyword-only.  Glob selecting the volumes (case-insensitive; any format of
         ``docs/cohorts.md``); ``/`` or ``**`` match relative paths.
     recursive : bool, default False

@@ -154,7 +154,6 @@ def mask_dataset(
         the same ``threshold`` and ``closing_radius`` (read from their NIfTI
         ``descrip``), reporting them as ``"skipped"``; other masks are
         overwritten (the default, like nidataset, overwrites every mask).
-
     closing_radius_mm : float or None, default None
         When given, replaces ``closing_radius``: closing with a ball that is
         round in millimetres (per-axis radius ``closing_radius_mm / spacing``
@@ -199,7 +198,7 @@ def mask_dataset(
         the last row wins for a case rated twice).  Each result gets its
         case's ``earlier_rating``, ``earlier_note`` and ``earlier_reviewer``,
         shown in the report and on the QC page.
-    pattern : str, default "*.nii.gz"
+    pattern : str, default ``"*.nii.gz"``
         Glob selecting the inputs in folders, matched case-insensitively against
         file names, or against relative paths when it holds ``/`` or ``**``
         (which also recurses).  See :func:`nimask.io.discovery.discover`.
@@ -245,8 +244,6 @@ def mask_dataset(
     The logged count of masks written agrees with the output folder, also for
     a mask whose worker was stopped after writing it but before reporting it.
 
-    Notes
-    -----
     Each worker holds one volume at a time.  Its peak RSS is the interpreter
     with nimask imported (about 138 MB) plus about 7 to 11 bytes per voxel for
     float32 or int16 inputs (measured from ``VmHWM`` with

@@ -233,7 +233,7 @@ def close_with_kernel(mask: np.ndarray, kernel: np.ndarray, *, threads: int = 1)
         along x a centred segment (balls and ellipsoids are).
     threads : int, default 1
         Keyword-only.  Threads for the bit operations (slabs along z, see
-        :func:`_close_words_threaded`); the result does not depend on it.  Small
+        ``_close_words_threaded``); the result does not depend on it.  Small
         boxes, and boxes too thin along z for the halo, use one thread.
 
     Returns

@@ -527,7 +527,7 @@ def validate_closing_radius_mm(closing_radius_mm: object) -> float | None:
 def mm_ball_radii(spacing_xyz: Sequence[float], closing_radius_mm: float) -> tuple[float, ...]:
     """Per-axis ball radii in voxels, array order (z, y, x): ``R / spacing``.
 
-    Each quotient is rounded to ``double``; :func:`nimask.closing.ellipsoid_kernel`
+    Each quotient is rounded to ``double``; :func:`nimask.core.closing.ellipsoid_kernel`
     then decides every offset exactly on these values (the tie rule of
     :func:`close_mask`).
 

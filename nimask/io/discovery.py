@@ -473,7 +473,7 @@ def discover(
         A folder, a volume file, or several of them.  Each folder's matching volumes
         keep their path relative to it as their output stem (the output tree mirrors
         it); a file's stem is its name.
-    pattern : str, default "*.nii.gz"
+    pattern : str, default ``"*.nii.gz"``
         Glob matched case-insensitively.  Without ``/`` it is matched against file
         names (in the folder itself, or at any depth with ``recursive``); with ``/`` or
         ``**`` against the path relative to the folder (``sub-*/anat/*_T1w.nii.gz``,

@@ -938,7 +938,7 @@ def mask_header(info: NiftiInfo, descrip: str) -> Any:
 def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str) -> None:
     """Write ``mask`` atomically to ``out_path`` with the input's spatial header.
 
-    The file is the header of :func:`mask_header`, an empty extension flag and
+    The file is the header of ``mask_header``, an empty extension flag and
     the voxels; a name ending in ``.gz`` is gzip-compressed as nibabel writes
     ``.nii.gz`` (level 1, no name, mtime 0: the same mask gives the same
     bytes), any other name (``.nii``) is written plain.  The data go to a

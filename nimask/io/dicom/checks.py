@@ -16,12 +16,12 @@ duplicate instances         the same SOPInstanceUID (and frame) twice         ig
 duplicate slices            several instances at one position along the       identical pixels:
                             normal (< 5 % of the slice step)                  ignored; else refuse
 missing slices              a gap close to k x the regular step (k >= 2,      refuse (resample
-                            within 10 %), slice thickness unchanged            with fill_missing)
+                            within 10 %), slice thickness unchanged           with fill_missing)
 non-uniform spacing         a slice more than 1 % of the step (and 1 µm)      resample
                             off the regular grid from first to last slice
-gantry tilt / shear         GantryDetectorTilt != 0, or the positions lie      resample when
+gantry tilt / shear         GantryDetectorTilt != 0, or the positions lie     resample when
                             off the line along the normal (> 0.05 pixel)      sheared
-phase image                 ImageType value 3 is ``P`` / PHASE                 note only
+phase image                 ImageType value 3 is ``P`` / PHASE                note only
 ==========================  ================================================  ==========
 """
 

@@ -110,7 +110,7 @@ class SeriesCheck:
         ``"read"``: the slices form a regular grid and are stacked as they are;
         ``"resample"``: they are interpolated onto a regular grid (gantry tilt,
         non-uniform spacing); ``"refuse"``: the series cannot be made one
-        correct volume (:attr:`reason` says why).
+        correct volume (``reason`` says why).
     reason : str
         One line, set when ``action == "refuse"``.
     flags : tuple of str
@@ -125,7 +125,7 @@ class SeriesCheck:
         along the slice normal (ascending, as ITK sorts); copies of one
         instance and identical duplicates are left out.
     offsets : tuple of float
-        Position of each image of :attr:`order` along the normal, in mm, the
+        Position of each image of ``order`` along the normal, in mm, the
         first at 0.
     normal : tuple of 3 float
         Slice normal (row x column direction).
