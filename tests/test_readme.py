@@ -81,15 +81,25 @@ PROMISED = [
     "nimask-demo/masks/sample_t1_mask.nii.gz",
     "nimask-demo/report.csv",
     "nimask-demo/qc/index.html",
+    # the cohort commands
+    "any_masks/sample_t1_mask.nii.gz",
+    "any_masks/head_ct_mask.nii.gz",
+    "tree_masks/sub-01/anat/sub-01_T1w_mask.nii.gz",
+    "nrrd_masks/sample_t1_mask.nrrd",
+    "dicom_masks/SAMPLE01_20240101_1_sample_T1_mask.nii.gz",
+    "dicom_masks/SAMPLE01_20240101_1_sample_T1_mask.json",
+    "derivatives/nimask/dataset_description.json",
+    "derivatives/nimask/sub-01/anat/sub-01_desc-head_mask.nii.gz",
+    "derivatives/nimask/sub-01/anat/sub-01_desc-head_mask.json",
 ]
 
 
 def test_readme_blocks_are_found() -> None:
     python_blocks = _blocks("python")
     commands = _nimask_commands()
-    assert len(python_blocks) == 4
+    assert len(python_blocks) == 5
     assert ["demo", "nimask-demo/"] in commands
-    assert len(commands) == 5
+    assert len(commands) == 10
 
 
 @pytest.mark.slow
@@ -117,8 +127,8 @@ def test_readme_blocks_run_and_write_what_they_promise(tmp_path: Path) -> None:
     assert (status, output, unit) == ("written", "brains/head_ct_mask.nii.gz", "mL")
     assert int(volume) > 0
     assert outputs[3] == "True True\n"
-    assert outputs[4].startswith("nimask: 1 masks written, 0 skipped, 0 failed")  # nimask demo
-    assert "Usage: nimask mask" in outputs[-1]  # nimask mask --help
+    assert outputs[5].startswith("nimask: 1 masks written, 0 skipped, 0 failed")  # nimask demo
+    assert "Usage: nimask mask" in outputs[9]  # nimask mask --help
     # The masks are masks: uint8 {0, 1} on the input's grid.
     for mask_path, input_path in (("masks/sample_t1_mask.nii.gz", "scans/sample_t1.nii.gz"),
                                   ("ct_brains/head_ct_mask.nii.gz", "ct/head_ct.nii.gz")):
