@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from nimask.batch.run import mask_dataset
 from nimask.batch.settings import MaskSettings
-from nimask.core import closing as closing_module
 from nimask.core.closing import ball_kernel, close_ball, close_with_kernel, ellipsoid_kernel
 from nimask.core.masking import (
     close_mask,
@@ -127,38 +126,6 @@ def test_anisotropic_kernel_equals_itk(array: np.ndarray, radius_xyz: list[int])
     expected = itk_closing(array, radius_xyz)
     got = close_with_kernel(array, ellipsoid_kernel([float(r) for r in reversed(radius_xyz)]))
     assert int(np.count_nonzero(got != expected)) == 0
-
-
-@settings(max_examples=80, deadline=None)
-@given(array=masks(), radius_xyz=st.lists(st.integers(0, 4), min_size=3, max_size=3),
-       threads=st.integers(2, 5))
-def test_slabs_in_threads_give_the_one_piece_closing(
-    array: np.ndarray, radius_xyz: list[int], threads: int
-) -> None:
-    # the slab split itself, on any box (the size rule only decides when it pays)
-    kernel = ellipsoid_kernel([float(r) for r in reversed(radius_xyz)])
-    (rz, ry, rx), rows = closing_module._rows(kernel)
-    packed = np.packbits(array, axis=-1, bitorder="little")
-    width = -(-(packed.shape[-1] + 2 * ((rx + 7) // 8)) // 8) * 8
-    buf = np.zeros((packed.shape[0] + 2 * rz, packed.shape[1] + 2 * ry, width), np.uint8)
-    buf[rz : rz + packed.shape[0], ry : ry + packed.shape[1], : packed.shape[2]] = packed
-    words = buf.view("<u8")
-    one = closing_module._close_words(words, rows)
-    threaded = closing_module._close_words_threaded(words, rows, rz, threads)
-    assert np.array_equal(threaded, one)
-
-
-def test_threaded_closing_of_a_large_mask_equals_itk() -> None:
-    rng = np.random.default_rng(17)
-    array = np.zeros((64, 120, 300), np.uint8)
-    array[4:60, 5:115, 3:297] = rng.random((56, 110, 294)) < 0.6
-    # large enough for the slabs (closing.THREADED_MIN_WORDS 64-bit words)
-    padded_words = (64 + 6) * (120 + 6) * (-(-(38 + 2) // 8))
-    assert padded_words >= closing_module.THREADED_MIN_WORDS
-    expected = itk_closing(array, [3, 3, 3])
-    for threads in (1, 2, 3):
-        got = close_with_kernel(array, ball_kernel(3), threads=threads)
-        assert int(np.count_nonzero(got != expected)) == 0
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 1, 70), (2, 1, 3), (1, 2, 2), (2, 2, 2)])

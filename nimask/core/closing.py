@@ -185,43 +185,11 @@ def _close_words(words: np.ndarray, rows: list[tuple[int, int, int]]) -> np.ndar
     return closed
 
 
-def _close_words_threaded(words: np.ndarray, rows: list[tuple[int, int, int]], rz: int,
-                          threads: int) -> np.ndarray:
-    """:func:`_close_words` on slabs along z, one thread each; the same result.
-
-    A closed row ``z`` depends only on rows ``z - 2 rz .. z + 2 rz`` of the
-    input (the dilation reaches ``rz``, the erosion ``rz`` further), so each
-    slab is computed from its rows plus a halo of ``2 rz`` rows on each side
-    (where the array has them: beyond its ends the input is zero, as in the
-    one-piece computation) and only its own rows are kept.  numpy releases the
-    GIL in these whole-array bit operations, so the slabs run in parallel.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    nz = words.shape[0]
-    halo = 2 * rz
-    bounds = [nz * i // threads for i in range(threads + 1)]
-    out = np.empty_like(words)
-
-    def slab(i: int) -> None:
-        lo, hi = bounds[i], bounds[i + 1]
-        a, b = max(0, lo - halo), min(nz, hi + halo)
-        part = _close_words(words[a:b], rows)
-        out[lo:hi] = part[lo - a : hi - a]
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(slab, range(threads)))
-    return out
-
-
 #: z slices unpacked at a time at the end of :func:`close_with_kernel`.
 _UNPACK_SLAB = 8
 
-#: Padded bounding boxes smaller than this many 64-bit words are closed in one thread.
-THREADED_MIN_WORDS = 1 << 15
 
-
-def close_with_kernel(mask: np.ndarray, kernel: np.ndarray, *, threads: int = 1) -> np.ndarray:
+def close_with_kernel(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Closing of a ``(z, y, x)`` mask by a symmetric kernel, safe-border semantics.
 
     Parameters
@@ -231,10 +199,6 @@ def close_with_kernel(mask: np.ndarray, kernel: np.ndarray, *, threads: int = 1)
     kernel : numpy.ndarray
         Boolean 3D array with odd sizes, symmetric about its centre, each row
         along x a centred segment (balls and ellipsoids are).
-    threads : int, default 1
-        Keyword-only.  Threads for the bit operations (slabs along z, see
-        ``_close_words_threaded``); the result does not depend on it.  Small
-        boxes, and boxes too thin along z for the halo, use one thread.
 
     Returns
     -------
@@ -273,12 +237,7 @@ def close_with_kernel(mask: np.ndarray, kernel: np.ndarray, *, threads: int = 1)
         box[..., b0:b1]
     )
     words = buf.view("<u8")
-    n_threads = max(1, int(threads))
-    if (n_threads > 1 and words.size >= THREADED_MIN_WORDS
-            and words.shape[0] >= n_threads * 4 * max(rz, 1)):
-        closed = _close_words_threaded(words, rows, rz, n_threads)
-    else:
-        closed = _close_words(words, rows)
+    closed = _close_words(words, rows)
     del words, buf
     result = closed.view(np.uint8)[
         rz : rz + z1 - z0, ry : ry + y1 - y0, pad_bytes : pad_bytes + b1 - b0

@@ -39,7 +39,6 @@ __all__ = [
     "validate_closing_radius",
     "validate_closing_radius_mm",
     "validate_threshold",
-    "work_threads",
 ]
 
 #: Histogram bins of the Otsu filter, pinned (ITK's default) so that results do
@@ -319,15 +318,6 @@ def _otsu_value(image: sitk.Image, view: np.ndarray, finite_mask: np.ndarray | N
 def _check_method(method: object) -> None:
     if method not in ("fast", "itk"):
         raise ParameterError(f"method must be 'fast' or 'itk', got {method!r}")
-
-
-def work_threads() -> int:
-    """Threads nimask's own numpy steps may use: ITK's global default thread count.
-
-    The same budget as the ITK filters of the process (a pool worker runs with
-    ``usable CPUs // workers``), so parallel workers do not oversubscribe the CPUs.
-    """
-    return max(1, int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()))
 
 
 #: Voxels compared at a time by :func:`_in_window` (bounds its temporary arrays).
@@ -623,8 +613,7 @@ def close_mask(
         if radius_mm is None:
             return _close_itk(mask, radius)
         raise InvalidVolumeError("closing_radius_mm needs a mask with values in {0, 1}")
-    closed = sitk.GetImageFromArray(closing.close_with_kernel(view, kernel,
-                                                              threads=work_threads()))
+    closed = sitk.GetImageFromArray(closing.close_with_kernel(view, kernel))
     closed.CopyInformation(mask)
     return closed
 

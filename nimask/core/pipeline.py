@@ -24,7 +24,6 @@ from .masking import (
     close_mask,
     validate_closing_radius,
     validate_closing_radius_mm,
-    work_threads,
 )
 from .presets import resolve
 from .refine import refine_mask
@@ -68,8 +67,7 @@ def compute_mask(
     else:
         # the 0/1 array goes straight into the closing, no intermediate image
         kernel = _closing_kernel(image.GetSpacing(), radius, radius_mm)
-        array = (mask.view(np.uint8) if kernel is None
-                 else closing.close_with_kernel(mask, kernel, threads=work_threads()))
+        array = mask.view(np.uint8) if kernel is None else closing.close_with_kernel(mask, kernel)
         closed = _as_image(array, image)
     return replace(outcome, mask=closed)
 
