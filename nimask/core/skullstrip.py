@@ -98,6 +98,18 @@ CSF_MM = 2.0
 CLOSE_MM = 4.0
 #: A head mask smaller than this (mL) is taken as an already skull-stripped brain.
 STRIPPED_HEAD_ML = 2400.0
+#: Slab thickness (mm) of the core's cross-section profile (inferior cut);
+#: at least the coarse voxel size.
+CUT_SLAB_MM = 2.0
+#: The core is cut at its narrowest section below its centroid when that
+#: section is smaller than this fraction of the widest one ...
+CUT_NARROW = 0.25
+#: ... and the core widens below it by more than this factor ...
+CUT_WIDEN = 1.5
+#: ... and by more than this area (mm²).
+CUT_RISE_MM2 = 750.0
+#: The envelope keeps this much (mm) below the cut (brainstem).
+CUT_MARGIN_MM = 4.0
 #: Depth (mm) of the head's outer layer whose bright voxels form the rim.
 RIM_MM = 5.0
 
@@ -223,6 +235,50 @@ def _fill_head(array: np.ndarray, reference: sitk.Image) -> np.ndarray:
                 fullyConnected=False, foregroundValue=1)
             out[tuple(selector)] = sitk.GetArrayViewFromImage(filled).astype(bool)
     return out
+
+
+def _superior_mm(shape: tuple[int, ...], reference: sitk.Image) -> np.ndarray:
+    """Physical z (mm, superior in ITK's LPS frame) of every voxel centre, as float32."""
+    direction = np.array(reference.GetDirection()).reshape(3, 3)
+    spacing = reference.GetSpacing()
+    row = direction[2] * np.array(spacing)  # dz per index step along x, y, z
+    out = np.full(shape, reference.GetOrigin()[2], dtype=np.float32)
+    for axis, step in enumerate(reversed(row)):  # numpy axes are (z, y, x)
+        ramp = (np.arange(shape[axis], dtype=np.float32) * np.float32(step))
+        out += ramp.reshape([-1 if a == axis else 1 for a in range(3)])
+    return out
+
+
+def _inferior_cut(core: np.ndarray, superior: np.ndarray, voxel_ml: float,
+                  slab_mm: float) -> float | None:
+    """Height (mm) below which the core has run into the neck, or ``None``.
+
+    The core's cross-section (mm², slabs of ``slab_mm`` along the physical
+    superior axis) shrinks from the brain's middle down to the brainstem.
+    When, below its centroid, it narrows to less than :data:`CUT_NARROW` of its
+    widest section and then widens again by more than :data:`CUT_WIDEN` times
+    and by more than :data:`CUT_RISE_MM2`, the core went through the foramen
+    magnum into the neck: the lower edge of the narrowest slab is the cut.
+    ``None`` when the core only narrows downwards (no neck in it).
+    """
+    z = superior[core]
+    if z.size == 0:
+        return None
+    centre = float(z.mean())
+    edges = np.arange(centre, float(z.min()) - slab_mm, -slab_mm)
+    if edges.size < 3:
+        return None
+    counts, _ = np.histogram(z, bins=edges[::-1])
+    area = counts[::-1].astype(np.float64) * (voxel_ml * 1000.0 / slab_mm)  # centre downwards
+    widest = float(area.max())
+    best = 0
+    for index in range(1, area.size):
+        if area[index] <= area[best]:
+            best = index
+        elif (area[best] < CUT_NARROW * widest and area[index] > CUT_WIDEN * area[best]
+              and area[index] - area[best] > CUT_RISE_MM2):
+            return float(edges[best + 1])
+    return None
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -386,7 +442,15 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
         raise InvalidVolumeError(
             f"no brain-sized region: nothing of the tissue window survives a {ERODE_MM:g} mm "
             "erosion")
+    superior_c = _superior_mm(core.shape, coarse_smooth)
+    cut = _inferior_cut(core, superior_c, voxel_ml * math.prod(factors),
+                        max(CUT_SLAB_MM, *coarse_smooth.GetSpacing()))
+    if cut is not None:
+        core = _largest_component(core & (superior_c >= cut), coarse_smooth)
+        steps.append(f"inferior cut at z={cut:.1f}mm (core widens into the neck)")
     envelope_c = _dilate(core, ERODE_MM + GROW_MM, coarse_smooth)
+    if cut is not None:
+        envelope_c &= superior_c >= cut - CUT_MARGIN_MM
     steps.append(f"core erode {ERODE_MM:g}mm largest-component "
                  f"{np.count_nonzero(core) * voxel_ml * math.prod(factors):.0f}mL, "
                  f"envelope dilate {ERODE_MM + GROW_MM:g}mm")
