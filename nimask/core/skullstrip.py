@@ -110,6 +110,8 @@ CUT_WIDEN = 1.5
 CUT_RISE_MM2 = 750.0
 #: The envelope keeps this much (mm) below the cut (brainstem).
 CUT_MARGIN_MM = 4.0
+#: Tissue nearer than this (mm) to the head's surface is never brain (scalp, muscle).
+SHALLOW_MM = 7.0
 #: Depth (mm) of the head's outer layer whose bright voxels form the rim.
 RIM_MM = 5.0
 
@@ -247,6 +249,15 @@ def _superior_mm(shape: tuple[int, ...], reference: sitk.Image) -> np.ndarray:
         ramp = (np.arange(shape[axis], dtype=np.float32) * np.float32(step))
         out += ramp.reshape([-1 if a == axis else 1 for a in range(3)])
     return out
+
+
+def _slab_mm(reference: sitk.Image) -> float:
+    """Slab thickness of the cross-section profile: :data:`CUT_SLAB_MM`, or the
+    largest step along the superior axis between neighbouring voxels (so that no
+    slab falls between two layers of voxels)."""
+    direction = np.array(reference.GetDirection()).reshape(3, 3)
+    steps = np.abs(direction[2] * np.array(reference.GetSpacing()))
+    return max(CUT_SLAB_MM, float(steps.max()))
 
 
 def _inferior_cut(core: np.ndarray, superior: np.ndarray, voxel_ml: float,
@@ -436,7 +447,7 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
                  f"tissue=({low:.6g},{high:.6g})")
 
     # 6-7: core and envelope on the coarse grid
-    coarse_tissue = coarse_head & (coarse > low) & (coarse < high)
+    coarse_tissue = coarse_head & (coarse > low) & (coarse < high) & (depth > SHALLOW_MM)
     core = _largest_component(_erode(coarse_tissue, ERODE_MM, coarse_smooth), coarse_smooth)
     if not core.any():
         raise InvalidVolumeError(
@@ -444,7 +455,7 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
             "erosion")
     superior_c = _superior_mm(core.shape, coarse_smooth)
     cut = _inferior_cut(core, superior_c, voxel_ml * math.prod(factors),
-                        max(CUT_SLAB_MM, *coarse_smooth.GetSpacing()))
+                        _slab_mm(coarse_smooth))
     if cut is not None:
         core = _largest_component(core & (superior_c >= cut), coarse_smooth)
         steps.append(f"inferior cut at z={cut:.1f}mm (core widens into the neck)")
@@ -464,7 +475,8 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
     sub_ref.SetDirection(image.GetDirection())
     s_smooth = smooth[box]
     s_head = head[box]
-    tissue = s_head & (s_smooth > low) & (s_smooth < high)
+    deep_enough = (_upsample(depth, factors, raw.shape) > SHALLOW_MM)[box]
+    tissue = s_head & (s_smooth > low) & (s_smooth < high) & deep_enough
     brain = _largest_component(tissue & envelope[box], sub_ref)
     steps.append("brain tissue in envelope, largest component")
     other = s_head & (s_smooth > low) & ~brain
