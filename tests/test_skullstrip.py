@@ -112,7 +112,8 @@ def test_preset_rejects_closing_radius(sample: sitk.Image) -> None:
     """The method's closing is fixed: a closing radius is refused, not ignored."""
     with pytest.raises(ParameterError, match=r"takes no closing_radius=2$"):
         brain_mask(sample, None, 2, preset="mri-brain")
-    with pytest.raises(ParameterError, match=r"closing ball 4 mm\); it takes no closing_radius_mm=3"):
+    with pytest.raises(ParameterError,
+                       match=r"closing ball 4 mm\); it takes no closing_radius_mm=3"):
         compute_mask(sample, closing_radius_mm=3.0, preset="mri-brain")
     with pytest.raises(ParameterError, match="takes no closing_radius=0, closing_radius_mm=1"):
         mask_dataset(DATA, DATA / "never", None, 0, closing_radius_mm=1.0, preset="mri-brain")
