@@ -110,8 +110,12 @@ CUT_WIDEN = 1.5
 CUT_RISE_MM2 = 750.0
 #: The envelope keeps this much (mm) below the cut (brainstem).
 CUT_MARGIN_MM = 4.0
-#: Tissue nearer than this (mm) to the head's surface is never brain (scalp, muscle).
-SHALLOW_MM = 7.0
+#: Erosion (mm) of the core's lower part (skull base, neck): only what of
+#: the core survives it, and what lies within ``ERODE_BELOW_MM - ERODE_MM`` of
+#: it, stays there.
+ERODE_BELOW_MM = 11.0
+#: The lower part starts this far (mm) below the core's centroid.
+BELOW_MM = 40.0
 #: Depth (mm) of the head's outer layer whose bright voxels form the rim.
 RIM_MM = 5.0
 
@@ -447,7 +451,7 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
                  f"tissue=({low:.6g},{high:.6g})")
 
     # 6-7: core and envelope on the coarse grid
-    coarse_tissue = coarse_head & (coarse > low) & (coarse < high) & (depth > SHALLOW_MM)
+    coarse_tissue = coarse_head & (coarse > low) & (coarse < high)
     core = _largest_component(_erode(coarse_tissue, ERODE_MM, coarse_smooth), coarse_smooth)
     if not core.any():
         raise InvalidVolumeError(
@@ -459,6 +463,14 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
     if cut is not None:
         core = _largest_component(core & (superior_c >= cut), coarse_smooth)
         steps.append(f"inferior cut at z={cut:.1f}mm (core widens into the neck)")
+    if ERODE_BELOW_MM > ERODE_MM:
+        # below the core's centroid (skull base, neck) a deeper erosion: only
+        # what of the core survives it, and its surroundings, stays
+        low_part = superior_c < float(superior_c[core].mean()) - BELOW_MM
+        deep_core = core & _erode(coarse_tissue, ERODE_BELOW_MM, coarse_smooth)
+        reach = _dilate(deep_core | (core & ~low_part), ERODE_BELOW_MM - ERODE_MM,
+                        coarse_smooth)
+        core = _largest_component(core & (reach | ~low_part), coarse_smooth)
     envelope_c = _dilate(core, ERODE_MM + GROW_MM, coarse_smooth)
     if cut is not None:
         envelope_c &= superior_c >= cut - CUT_MARGIN_MM
@@ -475,8 +487,7 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
     sub_ref.SetDirection(image.GetDirection())
     s_smooth = smooth[box]
     s_head = head[box]
-    deep_enough = (_upsample(depth, factors, raw.shape) > SHALLOW_MM)[box]
-    tissue = s_head & (s_smooth > low) & (s_smooth < high) & deep_enough
+    tissue = s_head & (s_smooth > low) & (s_smooth < high)
     brain = _largest_component(tissue & envelope[box], sub_ref)
     steps.append("brain tissue in envelope, largest component")
     other = s_head & (s_smooth > low) & ~brain
