@@ -22,6 +22,14 @@ anisotropic voxels and oblique directions need no special case)::
     6 core          tissue eroded by ERODE_MM, largest component: the brain
                     without the thin bridges (optic nerves, vessels, dura,
                     temporal muscle contacts) that join it to the scalp
+    6a inferior cut along the physical superior axis, the core's cross-section
+                    below its centroid: where it narrows (brainstem) and then
+                    widens again (neck), the core is cut at the narrowest slab
+                    (and the envelope CUT_MARGIN_MM below it)
+    6b lower core   the core's part more than BELOW_MM below its centroid
+                    (skull base, neck) keeps only what survives an erosion of
+                    ERODE_BELOW_MM and what lies within ERODE_BELOW_MM -
+                    ERODE_MM of that; largest component
     7 envelope      core dilated by ERODE_MM + GROW_MM (back on the full grid)
     8 brain tissue  tissue inside the envelope, largest component
     9 CSF rim       dark voxels (below the window) nearer to the brain than
@@ -55,10 +63,17 @@ from .masking import OTSU_BINS
 
 __all__ = [
     "ALPHA",
+    "BELOW_MM",
     "CLOSE_MM",
     "COARSE_MM",
     "CSF_MM",
+    "CUT_MARGIN_MM",
+    "CUT_NARROW",
+    "CUT_RISE_MM2",
+    "CUT_SLAB_MM",
+    "CUT_WIDEN",
     "DEEP_FRACTION",
+    "ERODE_BELOW_MM",
     "ERODE_MM",
     "GROW_MM",
     "K_HIGH",
@@ -471,6 +486,8 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
         reach = _dilate(deep_core | (core & ~low_part), ERODE_BELOW_MM - ERODE_MM,
                         coarse_smooth)
         core = _largest_component(core & (reach | ~low_part), coarse_smooth)
+        steps.append(f"lower core (>{BELOW_MM:g}mm below its centroid) erode "
+                     f"{ERODE_BELOW_MM:g}mm")
     envelope_c = _dilate(core, ERODE_MM + GROW_MM, coarse_smooth)
     if cut is not None:
         envelope_c &= superior_c >= cut - CUT_MARGIN_MM
