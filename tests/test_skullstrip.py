@@ -16,7 +16,6 @@ from nimask import brain_mask, compute_mask, mask_dataset
 from nimask.core.presets import resolve
 from nimask.core.skullstrip import (
     STRIPPED_HEAD_ML,
-    _inferior_cut,
     _superior_mm,
     bright_rim,
     skull_strip,
@@ -229,34 +228,7 @@ def test_mni2009c_with_skull() -> None:
     assert dice(out.mask, ref) >= 0.965  # measured 0.9700
 
 
-# ------------------------------------------------------------- inferior cut
-
-
-def _column_phantom(neck: bool) -> tuple[np.ndarray, sitk.Image]:
-    """A 2 mm 'core': a wide ball (brain) on a thin column (brainstem), and
-    optionally a wide slab below the column (a neck the core ran into)."""
-    ref = sitk.Image(40, 40, 60, sitk.sitkUInt8)
-    ref.SetSpacing((2.0, 2.0, 2.0))
-    z, y, x = np.mgrid[0:60, 0:40, 0:40]
-    core = (x - 20) ** 2 + (y - 20) ** 2 + (z - 40) ** 2 <= 15 ** 2
-    core |= ((x - 20) ** 2 + (y - 20) ** 2 <= 4) & (z >= 10) & (z < 40)
-    if neck:
-        core |= (np.abs(x - 20) <= 12) & (np.abs(y - 20) <= 12) & (z < 10)
-    return core, ref
-
-
-def test_inferior_cut_finds_the_neck_and_only_it() -> None:
-    core, ref = _column_phantom(neck=True)
-    superior = _superior_mm(core.shape, ref)
-    assert superior[7, 0, 0] == pytest.approx(14.0)
-    # the narrowest slab is the column (z 20-38 mm); the cut is its lowest slab's
-    # lower edge, in 2 mm slabs counted down from the centroid
-    cut = _inferior_cut(core, superior, 0.008, 2.0)
-    assert cut is not None
-    assert 18.0 <= cut <= 22.0
-    plain, _ = _column_phantom(neck=False)
-    assert _inferior_cut(plain, superior, 0.008, 2.0) is None
-    assert _inferior_cut(np.zeros_like(core), superior, 0.008, 2.0) is None
+# ------------------------------------------------------------- lower core
 
 
 def test_superior_axis_follows_the_direction_matrix() -> None:
@@ -283,13 +255,12 @@ def _resample_1mm(image: sitk.Image, interpolator: int) -> sitk.Image:
 def test_mni2009c_1mm_no_neck() -> None:
     """At 1 mm the template's core runs into the neck below the cerebellum.
 
-    Without the inferior cut and the lower-core erosion: Dice 0.922, 3.4 %
-    bright rim, 2141 mL; with them 0.966, under 1 % (docs/mri_brain.md).
+    Without the lower-core erosion: Dice 0.922, 3.4 % bright rim, 2141 mL;
+    with it 0.966, under 1 % (docs/mri_brain.md).
     """
     image = _resample_1mm(read(DATA / "mni2009c_2mm_T1w.nii.gz"), sitk.sitkLinear)
     ref = _resample_1mm(read(DATA / "mni2009c_2mm_brain_mask.nii.gz"), sitk.sitkLinear) >= 0.5
     out = skull_strip(image)
-    assert any(step.startswith("inferior cut at z=") for step in out.steps)
     assert any(step.startswith("lower core") for step in out.steps)
     mask = sitk.GetArrayViewFromImage(out.mask) > 0
     assert dice(out.mask, ref) >= 0.96
@@ -319,7 +290,6 @@ def test_cli_subprocess_mri_brain(tmp_path: Path, sample: sitk.Image, sample_res
     assert written.GetSpacing() == pytest.approx(sample.GetSpacing())
     row = next(csv.DictReader(report.open()))
     assert row["threshold_mode"] == "skull-strip"
-    assert "inferior cut" not in row["steps"]  # no neck in the sample's core
     assert "core erode 8mm" in row["steps"]
     assert "lower core" in row["steps"]
     proc = subprocess.run(

@@ -22,11 +22,7 @@ anisotropic voxels and oblique directions need no special case)::
     6 core          tissue eroded by ERODE_MM, largest component: the brain
                     without the thin bridges (optic nerves, vessels, dura,
                     temporal muscle contacts) that join it to the scalp
-    6a inferior cut along the physical superior axis, the core's cross-section
-                    below its centroid: where it narrows (brainstem) and then
-                    widens again (neck), the core is cut at the narrowest slab
-                    (and the envelope CUT_MARGIN_MM below it)
-    6b lower core   the core's part more than BELOW_MM below its centroid
+    6a lower core   the core's part more than BELOW_MM below its centroid
                     (skull base, neck) keeps only what survives an erosion of
                     ERODE_BELOW_MM and what lies within ERODE_BELOW_MM -
                     ERODE_MM of that; largest component
@@ -67,11 +63,6 @@ __all__ = [
     "CLOSE_MM",
     "COARSE_MM",
     "CSF_MM",
-    "CUT_MARGIN_MM",
-    "CUT_NARROW",
-    "CUT_RISE_MM2",
-    "CUT_SLAB_MM",
-    "CUT_WIDEN",
     "DEEP_FRACTION",
     "ERODE_BELOW_MM",
     "ERODE_MM",
@@ -113,18 +104,6 @@ CSF_MM = 2.0
 CLOSE_MM = 4.0
 #: A head mask smaller than this (mL) is taken as an already skull-stripped brain.
 STRIPPED_HEAD_ML = 2400.0
-#: Slab thickness (mm) of the core's cross-section profile (inferior cut);
-#: at least the coarse voxel size.
-CUT_SLAB_MM = 2.0
-#: The core is cut at its narrowest section below its centroid when that
-#: section is smaller than this fraction of the widest one ...
-CUT_NARROW = 0.25
-#: ... and the core widens below it by more than this factor ...
-CUT_WIDEN = 1.5
-#: ... and by more than this area (mm²).
-CUT_RISE_MM2 = 750.0
-#: The envelope keeps this much (mm) below the cut (brainstem).
-CUT_MARGIN_MM = 4.0
 #: Erosion (mm) of the core's lower part (skull base, neck): only what of
 #: the core survives it, and what lies within ``ERODE_BELOW_MM - ERODE_MM`` of
 #: it, stays there.
@@ -268,47 +247,6 @@ def _superior_mm(shape: tuple[int, ...], reference: sitk.Image) -> np.ndarray:
         ramp = (np.arange(shape[axis], dtype=np.float32) * np.float32(step))
         out += ramp.reshape([-1 if a == axis else 1 for a in range(3)])
     return out
-
-
-def _slab_mm(reference: sitk.Image) -> float:
-    """Slab thickness of the cross-section profile: :data:`CUT_SLAB_MM`, or the
-    largest step along the superior axis between neighbouring voxels (so that no
-    slab falls between two layers of voxels)."""
-    direction = np.array(reference.GetDirection()).reshape(3, 3)
-    steps = np.abs(direction[2] * np.array(reference.GetSpacing()))
-    return max(CUT_SLAB_MM, float(steps.max()))
-
-
-def _inferior_cut(core: np.ndarray, superior: np.ndarray, voxel_ml: float,
-                  slab_mm: float) -> float | None:
-    """Height (mm) below which the core has run into the neck, or ``None``.
-
-    The core's cross-section (mm², slabs of ``slab_mm`` along the physical
-    superior axis) shrinks from the brain's middle down to the brainstem.
-    When, below its centroid, it narrows to less than :data:`CUT_NARROW` of its
-    widest section and then widens again by more than :data:`CUT_WIDEN` times
-    and by more than :data:`CUT_RISE_MM2`, the core went through the foramen
-    magnum into the neck: the lower edge of the narrowest slab is the cut.
-    ``None`` when the core only narrows downwards (no neck in it).
-    """
-    z = superior[core]
-    if z.size == 0:
-        return None
-    centre = float(z.mean())
-    edges = np.arange(centre, float(z.min()) - slab_mm, -slab_mm)
-    if edges.size < 3:
-        return None
-    counts, _ = np.histogram(z, bins=edges[::-1])
-    area = counts[::-1].astype(np.float64) * (voxel_ml * 1000.0 / slab_mm)  # centre downwards
-    widest = float(area.max())
-    best = 0
-    for index in range(1, area.size):
-        if area[index] <= area[best]:
-            best = index
-        elif (area[best] < CUT_NARROW * widest and area[index] > CUT_WIDEN * area[best]
-              and area[index] - area[best] > CUT_RISE_MM2):
-            return float(edges[best + 1])
-    return None
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -472,28 +410,20 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
         raise InvalidVolumeError(
             f"no brain-sized region: nothing of the tissue window survives a {ERODE_MM:g} mm "
             "erosion")
-    superior_c = _superior_mm(core.shape, coarse_smooth)
-    cut = _inferior_cut(core, superior_c, voxel_ml * math.prod(factors),
-                        _slab_mm(coarse_smooth))
-    if cut is not None:
-        core = _largest_component(core & (superior_c >= cut), coarse_smooth)
-        steps.append(f"inferior cut at z={cut:.1f}mm (core widens into the neck)")
-    if ERODE_BELOW_MM > ERODE_MM:
-        # below the core's centroid (skull base, neck) a deeper erosion: only
-        # what of the core survives it, and its surroundings, stays
-        low_part = superior_c < float(superior_c[core].mean()) - BELOW_MM
-        deep_core = core & _erode(coarse_tissue, ERODE_BELOW_MM, coarse_smooth)
-        reach = _dilate(deep_core | (core & ~low_part), ERODE_BELOW_MM - ERODE_MM,
-                        coarse_smooth)
-        core = _largest_component(core & (reach | ~low_part), coarse_smooth)
-        steps.append(f"lower core (>{BELOW_MM:g}mm below its centroid) erode "
-                     f"{ERODE_BELOW_MM:g}mm")
-    envelope_c = _dilate(core, ERODE_MM + GROW_MM, coarse_smooth)
-    if cut is not None:
-        envelope_c &= superior_c >= cut - CUT_MARGIN_MM
     steps.append(f"core erode {ERODE_MM:g}mm largest-component "
-                 f"{np.count_nonzero(core) * voxel_ml * math.prod(factors):.0f}mL, "
-                 f"envelope dilate {ERODE_MM + GROW_MM:g}mm")
+                 f"{np.count_nonzero(core) * voxel_ml * math.prod(factors):.0f}mL")
+    # 6a: the core's lower part (skull base, neck, along the physical superior
+    # axis) keeps only what survives a deeper erosion, and its surroundings
+    superior_c = _superior_mm(core.shape, coarse_smooth)
+    low_part = superior_c < float(superior_c[core].mean()) - BELOW_MM
+    deep_core = core & _erode(coarse_tissue, ERODE_BELOW_MM, coarse_smooth)
+    reach = _dilate(deep_core | (core & ~low_part), ERODE_BELOW_MM - ERODE_MM, coarse_smooth)
+    core = _largest_component(core & (reach | ~low_part), coarse_smooth)
+    envelope_c = _dilate(core, ERODE_MM + GROW_MM, coarse_smooth)
+    core_ml = np.count_nonzero(core) * voxel_ml * math.prod(factors)
+    steps.append(f"lower core (>{BELOW_MM:g}mm below its centroid) erode "
+                 f"{ERODE_BELOW_MM:g}mm {core_ml:.0f}mL, envelope dilate "
+                 f"{ERODE_MM + GROW_MM:g}mm")
     envelope = _upsample(envelope_c, factors, raw.shape)
 
     # 8-10 on the full grid, inside the envelope's bounding box
