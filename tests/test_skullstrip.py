@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,12 @@ import SimpleITK as sitk
 
 from nimask import brain_mask, compute_mask, mask_dataset
 from nimask.core.presets import resolve
-from nimask.core.skullstrip import STRIPPED_HEAD_ML, bright_rim, skull_strip
+from nimask.core.skullstrip import (
+    STRIPPED_HEAD_ML,
+    _superior_mm,
+    bright_rim,
+    skull_strip,
+)
 from nimask.data.sample import sample_path
 from nimask.evidence.report import BRAIN_ML_RANGE, BRIGHT_RIM_PERCENT, flag_cohort
 from nimask.exceptions import InvalidVolumeError, ParameterError
@@ -52,7 +59,8 @@ def sample_result(sample: sitk.Image):  # type: ignore[no-untyped-def]
 
 def test_sample_t1_dice_and_no_scalp(sample, sample_result, sample_reference) -> None:  # type: ignore[no-untyped-def]
     """The bundled ITK T1 (2x2x3 mm, skull): a brain, not a head."""
-    assert dice(sample_result.mask, sample_reference) >= 0.90
+    # measured 0.9286 (docs/mri_brain.md); the issue's target is 0.90
+    assert dice(sample_result.mask, sample_reference) >= 0.925
     rim = bright_rim(sample, sample_result.head, sample_result.tissue_low, 10.0)
     # the bright rim outside the reference brain mask holds < 1 % of the mask
     ref = sitk.GetArrayViewFromImage(sample_reference) > 0
@@ -97,6 +105,18 @@ def test_outcome_records_steps(sample: sitk.Image) -> None:
     assert outcome.lower is not None
     assert outcome.upper is not None
     assert outcome.lower < outcome.upper
+
+
+def test_preset_rejects_closing_radius(sample: sitk.Image) -> None:
+    """The method's closing is fixed: a closing radius is refused, not ignored."""
+    with pytest.raises(ParameterError, match=r"takes no closing_radius=2$"):
+        brain_mask(sample, None, 2, preset="mri-brain")
+    with pytest.raises(ParameterError,
+                       match=r"closing ball 4 mm\); it takes no closing_radius_mm=3"):
+        compute_mask(sample, closing_radius_mm=3.0, preset="mri-brain")
+    with pytest.raises(ParameterError, match="takes no closing_radius=0, closing_radius_mm=1"):
+        mask_dataset(DATA, DATA / "never", None, 0, closing_radius_mm=1.0, preset="mri-brain")
+    assert not (DATA / "never").exists()
 
 
 def test_preset_rejects_threshold_recipes() -> None:
@@ -205,4 +225,79 @@ def test_mni2009c_with_skull() -> None:
     ref = sitk.Cast(sitk.BinaryThreshold(ref, 0.5, 1e9, 1, 0), sitk.sitkUInt8)
     ref.CopyInformation(image)
     out = skull_strip(image)
-    assert dice(out.mask, ref) >= 0.93
+    assert dice(out.mask, ref) >= 0.965  # measured 0.9700
+
+
+# ------------------------------------------------------------- lower core
+
+
+def test_superior_axis_follows_the_direction_matrix() -> None:
+    """Coronal slices (ITK T1 layout): the superior axis is the array's y."""
+    ref = sitk.Image(4, 5, 6, sitk.sitkUInt8)
+    ref.SetSpacing((2.0, 2.0, 3.0))
+    ref.SetDirection((1, 0, 0, 0, 0, -1, 0, 1, 0))
+    ref.SetOrigin((0.0, 254.0, 10.0))
+    superior = _superior_mm((6, 5, 4), ref)
+    for index in [(0, 0, 0), (3, 4, 2), (5, 1, 3)]:
+        point = ref.TransformIndexToPhysicalPoint((index[2], index[1], index[0]))
+        assert superior[index] == pytest.approx(point[2])
+
+
+def _resample_1mm(image: sitk.Image, interpolator: int) -> sitk.Image:
+    size = [round(n * s) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
+    origin = image.TransformContinuousIndexToPhysicalPoint([-0.5 + 0.5 / s for s in
+                                                            image.GetSpacing()])
+    return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), size, sitk.Transform(),
+                         interpolator, origin, (1.0, 1.0, 1.0), image.GetDirection(), 0.0)
+
+
+@pytest.mark.slow
+def test_mni2009c_1mm_no_neck() -> None:
+    """At 1 mm the template's core runs into the neck below the cerebellum.
+
+    Without the lower-core erosion: Dice 0.922, 3.4 % bright rim, 2141 mL;
+    with it 0.966, under 1 % (docs/mri_brain.md).
+    """
+    image = _resample_1mm(read(DATA / "mni2009c_2mm_T1w.nii.gz"), sitk.sitkLinear)
+    ref = _resample_1mm(read(DATA / "mni2009c_2mm_brain_mask.nii.gz"), sitk.sitkLinear) >= 0.5
+    out = skull_strip(image)
+    assert any(step.startswith("lower core") for step in out.steps)
+    mask = sitk.GetArrayViewFromImage(out.mask) > 0
+    assert dice(out.mask, ref) >= 0.96
+    assert np.count_nonzero(mask) * 1e-3 < 2000.0
+    rim = bright_rim(image, out.head, out.tissue_low, 10.0)
+    outside = rim & ~(sitk.GetArrayViewFromImage(ref) > 0)
+    assert np.count_nonzero(mask & outside) < 0.01 * np.count_nonzero(mask)
+
+
+@pytest.mark.slow
+def test_cli_subprocess_mri_brain(tmp_path: Path, sample: sitk.Image, sample_result) -> None:  # type: ignore[no-untyped-def]
+    """``nimask mask IN OUT --preset mri-brain`` in a real process."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(sample_path(), src / "t1.nii.gz")
+    report = tmp_path / "report.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nimask", "mask", str(src), str(tmp_path / "out"),
+         "--preset", "mri-brain", "--report", str(report), "--no-progress"],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "1 masks written, 0 skipped, 0 failed" in proc.stdout
+    written = read(tmp_path / "out" / "t1_mask.nii.gz")
+    assert np.array_equal(sitk.GetArrayViewFromImage(written),
+                          sitk.GetArrayViewFromImage(sample_result.mask))
+    assert written.GetSpacing() == pytest.approx(sample.GetSpacing())
+    row = next(csv.DictReader(report.open()))
+    assert row["threshold_mode"] == "skull-strip"
+    assert "core erode 8mm" in row["steps"]
+    assert "lower core" in row["steps"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "nimask", "mask", str(src), str(tmp_path / "out2"),
+         "--preset", "mri-brain", "--closing-radius", "2"],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 2
+    assert "it takes no closing_radius=2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out2").exists()

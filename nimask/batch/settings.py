@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .._version import __version__
 from ..core.masking import validate_closing_radius, validate_closing_radius_mm
 from ..core.presets import resolve
-from ..core.refine import Refinements
+from ..core.refine import Refinements, check_skull_strip_closing
 from ..exceptions import ParameterError
 from ..io.discovery import PROVENANCE_PREFIX
 
@@ -131,6 +131,8 @@ class MaskSettings:
             largest_component=largest_component, opening_radius=opening_radius,
             exclude_above_window=exclude_above_window,
         )
+        if refinements.skull_strip:
+            check_skull_strip_closing(radius, radius_mm)
         if radius_mm is not None and refinements.compat == "nidataset":
             raise ParameterError(
                 "closing_radius_mm is not available with preset='nidataset', whose closing "

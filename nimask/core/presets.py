@@ -13,8 +13,9 @@ rule (see :func:`resolve`):
   default (3) in every preset, so there is nothing to override;
 * ``mri-brain`` is a method of its own (:mod:`nimask.core.skullstrip`), not a
   threshold recipe: it accepts none of the step arguments above nor a
-  threshold window, and ``closing_radius``/``closing_radius_mm`` do not apply
-  to it (its closing is part of the method, in millimetres).
+  threshold window; its closing is part of the method (in millimetres), so a
+  ``closing_radius`` other than the default 3 or any ``closing_radius_mm``
+  raises :class:`~nimask.exceptions.ParameterError` with it.
 
 Without a preset and with every step left at ``None``, the documented
 pipeline (threshold, closing) runs unchanged.

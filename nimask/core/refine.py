@@ -56,13 +56,15 @@ from .masking import (
     validate_closing_radius,
     validate_closing_radius_mm,
 )
-from .skullstrip import skull_strip
+from .skullstrip import CLOSE_MM, skull_strip
 
 __all__ = [
+    "DEFAULT_CLOSING_RADIUS",
     "FILL_HOLES_MODES",
     "NIDATASET_OTSU_BINS",
     "Refinements",
     "axial_axis",
+    "check_skull_strip_closing",
     "close_mask_skimage_ball",
     "dilate_mask",
     "erode_mask",
@@ -77,6 +79,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The closing radius (voxels) of every entry point when none is given.
+DEFAULT_CLOSING_RADIUS = 3
 
 #: Accepted ``fill_holes`` values once normalised (``True`` means ``"3d"``,
 #: ``False`` means ``"off"``).
@@ -540,6 +545,7 @@ def refine_mask(
     radius = validate_closing_radius(closing_radius)
     radius_mm = validate_closing_radius_mm(closing_radius_mm)
     if refinements.skull_strip:
+        check_skull_strip_closing(radius, radius_mm)
         return _skull_strip_outcome(image)
     notes: list[str] = []
     hu_warning: str | None = None
@@ -627,12 +633,39 @@ def refine_mask(
     )
 
 
+def check_skull_strip_closing(closing_radius: int, closing_radius_mm: float | None) -> None:
+    """Reject a closing radius with the ``mri-brain`` preset.
+
+    Its closing is part of the method (a ball of
+    :data:`nimask.core.skullstrip.CLOSE_MM`), so ``closing_radius`` other than
+    its default (:data:`DEFAULT_CLOSING_RADIUS`) and any ``closing_radius_mm``
+    are refused rather than silently ignored.  (An explicit
+    ``closing_radius=3`` cannot be told from the default and is accepted.)
+
+    Raises
+    ------
+    ParameterError
+        A closing radius was given.
+    """
+    given = []
+    if closing_radius != DEFAULT_CLOSING_RADIUS:
+        given.append(f"closing_radius={closing_radius}")
+    if closing_radius_mm is not None:
+        given.append(f"closing_radius_mm={closing_radius_mm:g}")
+    if given:
+        raise ParameterError(
+            f"preset 'mri-brain' runs its own fixed steps (closing ball {CLOSE_MM:g} mm); "
+            f"it takes no {', '.join(given)}"
+        )
+
+
 def _skull_strip_outcome(image: sitk.Image) -> MaskOutcome:
     """The ``mri-brain`` method as a :class:`MaskOutcome` (``mode="skull-strip"``).
 
     ``lower``/``upper`` are the tissue window found (``None`` for an input
     taken as already skull-stripped), ``otsu_threshold`` the head's Otsu
-    threshold; the closing radius and the other refinements do not apply.
+    threshold; the other refinements do not apply and a closing radius is
+    rejected (:func:`check_skull_strip_closing`).
     """
     result = skull_strip(image)
     notes: tuple[str, ...] = ()

@@ -22,6 +22,10 @@ anisotropic voxels and oblique directions need no special case)::
     6 core          tissue eroded by ERODE_MM, largest component: the brain
                     without the thin bridges (optic nerves, vessels, dura,
                     temporal muscle contacts) that join it to the scalp
+    6a lower core   the core's part more than BELOW_MM below its centroid
+                    (skull base, neck) keeps only what survives an erosion of
+                    ERODE_BELOW_MM and what lies within ERODE_BELOW_MM -
+                    ERODE_MM of that; largest component
     7 envelope      core dilated by ERODE_MM + GROW_MM (back on the full grid)
     8 brain tissue  tissue inside the envelope, largest component
     9 CSF rim       dark voxels (below the window) nearer to the brain than
@@ -55,10 +59,12 @@ from .masking import OTSU_BINS
 
 __all__ = [
     "ALPHA",
+    "BELOW_MM",
     "CLOSE_MM",
     "COARSE_MM",
     "CSF_MM",
     "DEEP_FRACTION",
+    "ERODE_BELOW_MM",
     "ERODE_MM",
     "GROW_MM",
     "K_HIGH",
@@ -98,6 +104,12 @@ CSF_MM = 2.0
 CLOSE_MM = 4.0
 #: A head mask smaller than this (mL) is taken as an already skull-stripped brain.
 STRIPPED_HEAD_ML = 2400.0
+#: Erosion (mm) of the core's lower part (skull base, neck): only what of
+#: the core survives it, and what lies within ``ERODE_BELOW_MM - ERODE_MM`` of
+#: it, stays there.
+ERODE_BELOW_MM = 11.0
+#: The lower part starts this far (mm) below the core's centroid.
+BELOW_MM = 40.0
 #: Depth (mm) of the head's outer layer whose bright voxels form the rim.
 RIM_MM = 5.0
 
@@ -222,6 +234,18 @@ def _fill_head(array: np.ndarray, reference: sitk.Image) -> np.ndarray:
                 sitk.GetImageFromArray(np.ascontiguousarray(plane).view(np.uint8)),
                 fullyConnected=False, foregroundValue=1)
             out[tuple(selector)] = sitk.GetArrayViewFromImage(filled).astype(bool)
+    return out
+
+
+def _superior_mm(shape: tuple[int, ...], reference: sitk.Image) -> np.ndarray:
+    """Physical z (mm, superior in ITK's LPS frame) of every voxel centre, as float32."""
+    direction = np.array(reference.GetDirection()).reshape(3, 3)
+    spacing = reference.GetSpacing()
+    row = direction[2] * np.array(spacing)  # dz per index step along x, y, z
+    out = np.full(shape, reference.GetOrigin()[2], dtype=np.float32)
+    for axis, step in enumerate(reversed(row)):  # numpy axes are (z, y, x)
+        ramp = (np.arange(shape[axis], dtype=np.float32) * np.float32(step))
+        out += ramp.reshape([-1 if a == axis else 1 for a in range(3)])
     return out
 
 
@@ -386,10 +410,20 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
         raise InvalidVolumeError(
             f"no brain-sized region: nothing of the tissue window survives a {ERODE_MM:g} mm "
             "erosion")
-    envelope_c = _dilate(core, ERODE_MM + GROW_MM, coarse_smooth)
     steps.append(f"core erode {ERODE_MM:g}mm largest-component "
-                 f"{np.count_nonzero(core) * voxel_ml * math.prod(factors):.0f}mL, "
-                 f"envelope dilate {ERODE_MM + GROW_MM:g}mm")
+                 f"{np.count_nonzero(core) * voxel_ml * math.prod(factors):.0f}mL")
+    # 6a: the core's lower part (skull base, neck, along the physical superior
+    # axis) keeps only what survives a deeper erosion, and its surroundings
+    superior_c = _superior_mm(core.shape, coarse_smooth)
+    low_part = superior_c < float(superior_c[core].mean()) - BELOW_MM
+    deep_core = core & _erode(coarse_tissue, ERODE_BELOW_MM, coarse_smooth)
+    reach = _dilate(deep_core | (core & ~low_part), ERODE_BELOW_MM - ERODE_MM, coarse_smooth)
+    core = _largest_component(core & (reach | ~low_part), coarse_smooth)
+    envelope_c = _dilate(core, ERODE_MM + GROW_MM, coarse_smooth)
+    core_ml = np.count_nonzero(core) * voxel_ml * math.prod(factors)
+    steps.append(f"lower core (>{BELOW_MM:g}mm below its centroid) erode "
+                 f"{ERODE_BELOW_MM:g}mm {core_ml:.0f}mL, envelope dilate "
+                 f"{ERODE_MM + GROW_MM:g}mm")
     envelope = _upsample(envelope_c, factors, raw.shape)
 
     # 8-10 on the full grid, inside the envelope's bounding box
