@@ -59,7 +59,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..exceptions import ParameterError
-from ..io.nifti import atomic_write
+from ..io.nifti import atomic_write, safe_text
 from .runs import component_sizes, mask_runs
 
 if TYPE_CHECKING:
@@ -71,13 +71,16 @@ __all__ = [
     "BRAIN_ML_RANGE",
     "BRAIN_PRESET",
     "BRIGHT_RIM_PERCENT",
+    "COLUMN_DESCRIPTIONS",
     "FLAGS",
     "LARGE_COMPONENT_FRACTION",
     "MIN_COHORT",
     "OUTLIER_Z",
     "REPORT_COLUMNS",
+    "REPORT_DECIMALS",
     "MaskStats",
     "case_flags",
+    "columns_markdown",
     "flag_cohort",
     "mask_statistics",
     "report_format",
@@ -115,32 +118,74 @@ FLAGS = (
     "bright_rim_in_mask",
 )
 
-#: Report columns in order (fields of ``FileResult`` not listed here follow them).
-REPORT_COLUMNS = (
-    "input",
-    "output",
-    "status",
-    "error",
-    "flags",
-    "threshold_mode",
-    "threshold_low",
-    "threshold_high",
-    "otsu_threshold",
-    "closing_radius",
-    "mask_voxels",
-    "total_voxels",
-    "coverage_percent",
-    "coverage_z",
-    "volume_ml",
-    "components",
-    "largest_component_share",
-    "large_components",
-    "touches_border",
-    "border_faces",
-    "qc_png",
-    "seconds",
-    "notes",
-)
+#: Every report column, in order, with what it holds (one per ``FileResult`` field;
+#: a test checks that they agree, and ``docs/report-columns.md`` is generated from it
+#: by :func:`columns_markdown`).
+COLUMN_DESCRIPTIONS: dict[str, str] = {
+    "input": "Path of the `.nii.gz` entry, as found in the input folder.",
+    "output": "Path of the mask written or kept; empty when no mask was written "
+              "(failed, ignored).",
+    "status": "`written`, `skipped` (an up-to-date mask was kept, `skip_existing`), "
+              "`failed` (no mask written; see `error`) or `ignored` (not an input; "
+              "see `notes`).",
+    "error": "Why the file failed (one line); empty otherwise.",
+    "flags": "Flags for a person to look at (defined in `nimask.evidence.report`: `empty`, "
+             "`almost_empty`, `almost_full`, `coverage_outlier`, `touches_border`, "
+             "`multiple_large_components`, `implausible_brain_volume`, "
+             "`bright_rim_in_mask`), `;`-separated.",
+    "threshold_mode": "`otsu`, `manual` or `nidataset-otsu`.",
+    "threshold_low": "Lower bound of the window used (exact value, not rounded).",
+    "threshold_high": "Upper bound of the window used (exact value, not rounded).",
+    "otsu_threshold": "Otsu threshold of the volume (Otsu modes; exact value).",
+    "closing_radius": "Closing radius in voxels (empty when given in millimetres).",
+    "closing_radius_mm": "Closing radius in millimetres, when given so.",
+    "mask_voxels": "Voxels in the mask.",
+    "total_voxels": "Voxels in the volume.",
+    "coverage_percent": "`100 * mask_voxels / total_voxels`, 4 decimals.",
+    "coverage_z": "Robust z-score of the coverage in the batch (5 or more measured "
+                  "files), 3 decimals.",
+    "volume_ml": "Mask volume in millilitres, 3 decimals.",
+    "components": "Face-connected components of the mask.",
+    "largest_component_share": "Share of the mask in its largest component, 4 decimals.",
+    "large_components": "Components holding at least 1 % of the mask.",
+    "touches_border": "Whether the mask touches a face of the volume.",
+    "border_faces": "Faces touched (`x-`, `x+`, `y-`, `y+`, `z-`, `z+`), `;`-separated.",
+    "qc_png": "Path of the QC picture, when one was written.",
+    "seconds": "Time spent on the file, seconds to the millisecond.",
+    "notes": "Remarks (warnings, why a mask was made again, why an entry is ignored). "
+             "CSV: a JSON array of strings (notes may hold `;` or `,`), empty when "
+             "there is none; JSON: a list.",
+    "preset": "Preset the parameters came from (refinement steps active).",
+    "fill_holes": "Hole filling mode (refinement steps active).",
+    "largest_component": "Whether only the largest component was kept (refinement "
+                         "steps active).",
+    "exclude_above_window": "Whether voxels above the window were removed after the "
+                            "closing (refinement steps active).",
+    "opening_radius": "Opening radius, voxels or `<R>mm` (refinement steps active).",
+    "components_dropped": "Components removed by the largest-component step.",
+    "steps": "Steps run, in order, `; `-separated (step names never hold `;`).",
+    "hu_warning": "Whether the volume did not look like CT in Hounsfield units "
+                  "(CT presets).",
+    "earlier_rating": "A reviewer's verdict on this case from an earlier run's ratings "
+                      "file (`good`, `bad`, `unsure`), when one was given.",
+    "earlier_note": "The note of that earlier rating.",
+    "earlier_reviewer": "Who gave that earlier rating.",
+    "brain_rim_percent": "Share (%) of the head's bright rim inside the mask "
+                         "(`mri-brain`), 3 decimals.",
+}
+
+#: Report columns in order: every field of ``FileResult``.
+REPORT_COLUMNS = tuple(COLUMN_DESCRIPTIONS)
+
+#: Decimals kept in the report for measured floats (thresholds are never rounded).
+REPORT_DECIMALS = {
+    "seconds": 3,
+    "coverage_percent": 4,
+    "coverage_z": 3,
+    "volume_ml": 3,
+    "largest_component_share": 4,
+    "brain_rim_percent": 3,
+}
 
 # Faces of the volume in ITK index order: (axis, low side?) -> name.
 _FACE_NAMES = ("x-", "x+", "y-", "y+", "z-", "z+")
@@ -363,29 +408,74 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return columns
 
 
-def _csv_cell(value: Any) -> Any:
+def _report_value(key: str, value: Any) -> Any:
+    """A field's value as reported: measured floats rounded, names printable."""
+    if isinstance(value, float) and key in REPORT_DECIMALS and math.isfinite(value):
+        return round(value, REPORT_DECIMALS[key])
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, (list, tuple)):
+        return [safe_text(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+def _csv_cell(key: str, value: Any) -> Any:
+    value = _report_value(key, value)
     if value is None:
         return ""
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
+        if key == "notes":
+            return json.dumps(value, ensure_ascii=False) if value else ""
         return ";".join(str(v) for v in value)
     if isinstance(value, float):
         return repr(value)
     return value
 
 
-def _json_value(value: Any) -> Any:
+def _json_value(key: str, value: Any) -> Any:
+    value = _report_value(key, value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "inf": JSON has no infinity
     return value
+
+
+def columns_markdown() -> str:
+    """The text of ``docs/report-columns.md``: every report column, generated from
+    :data:`COLUMN_DESCRIPTIONS` (a test checks that the file is up to date)."""
+    lines = [
+        "# Report columns",
+        "",
+        "Generated by `nimask.evidence.report.columns_markdown()` from the fields of",
+        "`nimask.records.FileResult` (a test fails when they disagree). Regenerate with:",
+        "",
+        "```console",
+        "$ python -c 'from nimask.evidence.report import columns_markdown as m; "
+        "print(m(), end=\"\")' > docs/report-columns.md",
+        "```",
+        "",
+        "One row per `.nii.gz` entry of the input folder, in name order, in this",
+        "column order. CSV: an empty cell is a missing value; JSON: `null`.",
+        "File names that are not valid UTF-8 are written with their bytes as `\\xNN`",
+        "escapes (e.g. `M\\xfcller.nii.gz`), in the CSV, the JSON, the QC page and the log.",
+        "",
+        "| Column | Meaning |",
+        "|---|---|",
+    ]
+    lines += [f"| `{name}` | {text} |" for name, text in COLUMN_DESCRIPTIONS.items()]
+    return "\n".join(lines) + "\n"
 
 
 def write_report(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Path:
     """Write one record per file as CSV or JSON (by suffix), atomically.
 
     CSV: one header line then one row per file, in :data:`REPORT_COLUMNS`
-    order; empty cell for a missing value, lists (``flags``, ``notes``,
-    ``border_faces``) joined with ``;``.  JSON: ``{"nimask_version", "files":
+    order; empty cell for a missing value; ``flags`` and ``border_faces``
+    joined with ``;`` (their words never hold one), ``notes`` as a JSON array
+    (notes may hold any character).  JSON: ``{"nimask_version", "files":
     [records], "flags": {flag: [inputs]}}`` with ``null`` for missing values.
+    Both: measured floats rounded (:data:`REPORT_DECIMALS`; thresholds never),
+    file names that are not valid UTF-8 written with ``\\xNN`` escapes
+    (:func:`nimask.io.nifti.safe_text`).
 
     Returns
     -------
@@ -410,15 +500,15 @@ def write_report(results: Sequence[FileResult], path: str | os.PathLike[str]) ->
         writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _csv_cell(row.get(k)) for k in columns})
+            writer.writerow({k: _csv_cell(k, row.get(k)) for k in columns})
         text = buf.getvalue()
     else:
         by_flag = {
-            flag: [r.input for r in results if flag in r.flags] for flag in FLAGS
+            flag: [safe_text(r.input) for r in results if flag in r.flags] for flag in FLAGS
         }
         doc = {
             "nimask_version": __version__,
-            "files": [{k: _json_value(row.get(k)) for k in columns} for row in rows],
+            "files": [{k: _json_value(k, row.get(k)) for k in columns} for row in rows],
             "flags": {k: v for k, v in by_flag.items() if v},
         }
         text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
