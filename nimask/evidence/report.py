@@ -71,7 +71,6 @@ __all__ = [
     "BRAIN_ML_RANGE",
     "BRAIN_PRESET",
     "BRIGHT_RIM_PERCENT",
-    "COLUMN_DESCRIPTIONS",
     "FLAGS",
     "LARGE_COMPONENT_FRACTION",
     "MIN_COHORT",
@@ -80,7 +79,6 @@ __all__ = [
     "REPORT_DECIMALS",
     "MaskStats",
     "case_flags",
-    "columns_markdown",
     "flag_cohort",
     "mask_statistics",
     "report_format",
@@ -118,64 +116,46 @@ FLAGS = (
     "bright_rim_in_mask",
 )
 
-#: Every report column, in order, with what it holds (one per ``FileResult`` field;
-#: a test checks that they agree, and ``docs/report-columns.md`` is generated from it
-#: by :func:`columns_markdown`).
-COLUMN_DESCRIPTIONS: dict[str, str] = {
-    "input": "Path of the `.nii.gz` entry, as found in the input folder.",
-    "output": "Path of the mask written or kept; empty when no mask was written "
-              "(failed, ignored).",
-    "status": "`written`, `skipped` (an up-to-date mask was kept, `skip_existing`), "
-              "`failed` (no mask written; see `error`) or `ignored` (not an input; "
-              "see `notes`).",
-    "error": "Why the file failed (one line); empty otherwise.",
-    "flags": "Flags for a person to look at (defined in `nimask.evidence.report`: `empty`, "
-             "`almost_empty`, `almost_full`, `coverage_outlier`, `touches_border`, "
-             "`multiple_large_components`, `implausible_brain_volume`, "
-             "`bright_rim_in_mask`), `;`-separated.",
-    "threshold_mode": "`otsu`, `manual` or `nidataset-otsu`.",
-    "threshold_low": "Lower bound of the window used (exact value, not rounded).",
-    "threshold_high": "Upper bound of the window used (exact value, not rounded).",
-    "otsu_threshold": "Otsu threshold of the volume (Otsu modes; exact value).",
-    "closing_radius": "Closing radius in voxels (empty when given in millimetres).",
-    "closing_radius_mm": "Closing radius in millimetres, when given so.",
-    "mask_voxels": "Voxels in the mask.",
-    "total_voxels": "Voxels in the volume.",
-    "coverage_percent": "`100 * mask_voxels / total_voxels`, 4 decimals.",
-    "coverage_z": "Robust z-score of the coverage in the batch (5 or more measured "
-                  "files), 3 decimals.",
-    "volume_ml": "Mask volume in millilitres, 3 decimals.",
-    "components": "Face-connected components of the mask.",
-    "largest_component_share": "Share of the mask in its largest component, 4 decimals.",
-    "large_components": "Components holding at least 1 % of the mask.",
-    "touches_border": "Whether the mask touches a face of the volume.",
-    "border_faces": "Faces touched (`x-`, `x+`, `y-`, `y+`, `z-`, `z+`), `;`-separated.",
-    "qc_png": "Path of the QC picture, when one was written.",
-    "seconds": "Time spent on the file, seconds to the millisecond.",
-    "notes": "Remarks (warnings, why a mask was made again, why an entry is ignored). "
-             "CSV: a JSON array of strings (notes may hold `;` or `,`), empty when "
-             "there is none; JSON: a list.",
-    "preset": "Preset the parameters came from (refinement steps active).",
-    "fill_holes": "Hole filling mode (refinement steps active).",
-    "largest_component": "Whether only the largest component was kept (refinement "
-                         "steps active).",
-    "exclude_above_window": "Whether voxels above the window were removed after the "
-                            "closing (refinement steps active).",
-    "opening_radius": "Opening radius, voxels or `<R>mm` (refinement steps active).",
-    "components_dropped": "Components removed by the largest-component step.",
-    "steps": "Steps run, in order, `; `-separated (step names never hold `;`).",
-    "hu_warning": "Whether the volume did not look like CT in Hounsfield units "
-                  "(CT presets).",
-    "earlier_rating": "A reviewer's verdict on this case from an earlier run's ratings "
-                      "file (`good`, `bad`, `unsure`), when one was given.",
-    "earlier_note": "The note of that earlier rating.",
-    "earlier_reviewer": "Who gave that earlier rating.",
-    "brain_rim_percent": "Share (%) of the head's bright rim inside the mask "
-                         "(`mri-brain`), 3 decimals.",
-}
-
-#: Report columns in order: every field of ``FileResult``.
-REPORT_COLUMNS = tuple(COLUMN_DESCRIPTIONS)
+#: Every report column, in order: one per field of ``FileResult`` (a test checks that
+#: they agree, and that the table of ``docs/guide/reports-and-flags.md`` lists them in order).
+REPORT_COLUMNS = (
+    "input",
+    "output",
+    "status",
+    "error",
+    "flags",
+    "threshold_mode",
+    "threshold_low",
+    "threshold_high",
+    "otsu_threshold",
+    "closing_radius",
+    "mask_voxels",
+    "total_voxels",
+    "coverage_percent",
+    "coverage_z",
+    "volume_ml",
+    "components",
+    "largest_component_share",
+    "large_components",
+    "touches_border",
+    "border_faces",
+    "qc_png",
+    "seconds",
+    "notes",
+    "closing_radius_mm",
+    "preset",
+    "fill_holes",
+    "largest_component",
+    "exclude_above_window",
+    "opening_radius",
+    "components_dropped",
+    "steps",
+    "hu_warning",
+    "earlier_rating",
+    "earlier_note",
+    "earlier_reviewer",
+    "brain_rim_percent",
+)
 
 #: Decimals kept in the report for measured floats (thresholds are never rounded).
 REPORT_DECIMALS = {
@@ -437,32 +417,6 @@ def _json_value(key: str, value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "inf": JSON has no infinity
     return value
-
-
-def columns_markdown() -> str:
-    """The text of ``docs/report-columns.md``: every report column, generated from
-    :data:`COLUMN_DESCRIPTIONS` (a test checks that the file is up to date)."""
-    lines = [
-        "# Report columns",
-        "",
-        "Generated by `nimask.evidence.report.columns_markdown()` from the fields of",
-        "`nimask.records.FileResult` (a test fails when they disagree). Regenerate with:",
-        "",
-        "```console",
-        "$ python -c 'from nimask.evidence.report import columns_markdown as m; "
-        "print(m(), end=\"\")' > docs/report-columns.md",
-        "```",
-        "",
-        "One row per `.nii.gz` entry of the input folder, in name order, in this",
-        "column order. CSV: an empty cell is a missing value; JSON: `null`.",
-        "File names that are not valid UTF-8 are written with their bytes as `\\xNN`",
-        "escapes (e.g. `M\\xfcller.nii.gz`), in the CSV, the JSON, the QC page and the log.",
-        "",
-        "| Column | Meaning |",
-        "|---|---|",
-    ]
-    lines += [f"| `{name}` | {text} |" for name, text in COLUMN_DESCRIPTIONS.items()]
-    return "\n".join(lines) + "\n"
 
 
 def write_report(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Path:
