@@ -1,7 +1,9 @@
 """The ``nimask`` command: parse, call :func:`nimask.mask_dataset`, print a summary.
 
 Exit codes: 0 every file succeeded, 1 at least one file failed (the others are
-written), 2 usage error (bad option, missing input folder, no ``.nii.gz``),
+written) or the report/QC page could not be written after the masks were,
+2 usage error (bad option, missing input folder, no ``.nii.gz``, an output,
+report or QC folder that cannot be written, found before any work),
 130 interrupted (Ctrl-C; no partial mask is left).
 """
 
@@ -22,6 +24,7 @@ from tqdm import tqdm
 from ._version import __version__
 from .batch import mask_bids, mask_dataset
 from .core import preset_names
+from .core.refine import validate_opening_radius
 from .data import sample_folder
 from .evidence import report_format
 from .evidence.qc import LAYOUTS
@@ -32,9 +35,10 @@ from .evidence.ratings import (
     read_input_list,
     read_ratings,
 )
-from .exceptions import InputFolderError, OutputError, ParameterError
+from .exceptions import InputFolderError, OutputError, ParameterError, ReportError
 from .io import OUTPUT_FORMATS, volume_format
-from .records import FileResult
+from .io.nifti import safe_text
+from .records import STATUSES, FileResult
 
 __all__ = ["main"]
 
@@ -79,16 +83,18 @@ def _check_report(ctx: click.Context, param: click.Parameter, value: Path | None
 
 def _summary(results: list[FileResult], seconds: float, output_dir: Path,
              report: Path | None, qc: Path | None) -> None:
-    count = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "failed")}
+    count = {s: sum(r.status == s for r in results) for s in STATUSES}
     flagged = [r for r in results if r.flags]
-    click.echo(f"nimask: {count['written']} masks written, {count['skipped']} skipped, "
-               f"{count['failed']} failed in {seconds:.1f} s; {len(flagged)} flagged")
+    masks = "mask" if count["written"] == 1 else "masks"
+    click.echo(f"nimask: {count['written']} {masks} written, {count['skipped']} skipped, "
+               f"{count['failed']} failed, {count['ignored']} ignored in {seconds:.1f} s; "
+               f"{len(flagged)} flagged")
     names = [Path(r.input).name for r in results]
     # File names, unless two inputs share one (nested trees): then the inputs as given.
     short = len(set(names)) == len(names)
     for r in flagged[:MAX_FLAGGED_LINES]:
-        click.echo(f"  flagged {Path(r.input).name if short else r.input}: "
-                   f"{', '.join(r.flags)}")
+        shown = safe_text(Path(r.input).name if short else r.input)
+        click.echo(f"  flagged {shown}: {', '.join(r.flags)}")
     if len(flagged) > MAX_FLAGGED_LINES:
         click.echo(f"  ... and {len(flagged) - MAX_FLAGGED_LINES} more (see the report)")
     click.echo(f"masks:  {output_dir}")
@@ -112,6 +118,13 @@ def _run(input_dir: Path | list[Path], output_dir: Path, *, quiet: bool, debug: 
 
                 options.update(workers=1, executor=stack.enter_context(open_executor(scheduler)))
             results = runner(input_dir, output_dir, **options)
+    except ReportError as exc:
+        # Every mask is written: not a usage error.
+        if not quiet:
+            _summary(list(exc.results), time.perf_counter() - start, output_dir, None,
+                     None)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     except (InputFolderError, ParameterError, OutputError) as exc:
         raise click.UsageError(str(exc)) from exc
     except KeyboardInterrupt:
@@ -130,7 +143,10 @@ def _run(input_dir: Path | list[Path], output_dir: Path, *, quiet: bool, debug: 
 
 
 _quiet = click.option("-q", "--quiet", is_flag=True, help="Only errors: no progress, no summary.")
-_debug = click.option("-v", "--debug", is_flag=True, help="Verbose logs; tracebacks on errors.")
+_debug = click.option(
+    "-v", "--debug", is_flag=True,
+    help="Verbose logs (a line per file) and tracebacks on errors; unlike the API's "
+         "debug=True, which only prints 'Total brain masks generated: N'.")
 _workers = click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
                         help="Worker processes; 0 = every usable CPU, 1 = in-process.")
 
@@ -147,6 +163,20 @@ def main() -> None:
       nimask mask ct/ ct_masks/ --threshold -500 3000 --workers 2
       nimask mask ct/ brains/ --preset ct-brain --qc qc/
     """
+
+
+def _check_opening(ctx: click.Context, param: click.Parameter,
+                   value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    radius: int | str = int(value) if value.strip().isdigit() else value
+    try:
+        validate_opening_radius(radius)
+    except ParameterError as exc:
+        text = str(exc).replace("opening_radius", "it")
+        raise click.BadParameter(
+            f"{text}; give voxels (e.g. 2) or millimetres (e.g. 2.5mm)") from exc
+    return radius
 
 
 def _inputs(paths: tuple[Path, ...]) -> list[Path]:
@@ -180,7 +210,7 @@ def _batch_options(command: Callable[..., None]) -> Callable[..., None]:
                      help="Fill holes in 3D and/or slice by slice (opt-in)."),
         click.option("--largest-component/--no-largest-component", default=None,
                      help="Keep only the largest face-connected component (opt-in)."),
-        click.option("--opening-radius", metavar="N|Rmm",
+        click.option("--opening-radius", metavar="N|Rmm", callback=_check_opening,
                      help="Erosion/dilation around the largest-component step, voxels or "
                           "e.g. 2mm."),
         click.option("--exclude-above-window/--no-exclude-above-window", default=None,
@@ -206,7 +236,7 @@ def _batch_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@main.command("mask")
+@main.command("mask", short_help="Mask volumes (folders, files, trees) into OUTPUT_DIR.")
 @click.argument("inputs", nargs=-1, metavar="INPUT...",
                 type=click.Path(path_type=Path))
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -234,7 +264,7 @@ def _batch_options(command: Callable[..., None]) -> Callable[..., None]:
 @_debug
 def mask_command(inputs: tuple[Path, ...], output_dir: Path,
                  threshold: tuple[float, float] | None,
-                 opening_radius: str | None, workers: int, scheduler: str | None,
+                 opening_radius: int | str | None, workers: int, scheduler: str | None,
                  only_rated: tuple[str, str] | None, inputs_from: Path | None,
                  **options: Any) -> None:
     """Mask INPUT (folders and/or volume files); write the masks into OUTPUT_DIR.
@@ -255,7 +285,8 @@ def mask_command(inputs: tuple[Path, ...], output_dir: Path,
       nimask mask slicer/ masks/ --pattern '*.nrrd' --output-format same
       nimask mask a.nii b.mha c.nrrd masks/
       nimask mask export/ masks/ --dicom
-    Exit status: 0 all written, 1 some file failed, 2 usage error, 130 interrupted.
+    Exit status: 0 all written, 1 some file failed (or the report could not be
+    written after the masks), 2 usage error, 130 interrupted.
     """
     paths = _inputs(inputs)
     keywords = _batch_keywords(threshold, opening_radius, workers, scheduler)
@@ -279,16 +310,13 @@ def mask_command(inputs: tuple[Path, ...], output_dir: Path,
     _run(paths[0] if len(paths) == 1 else paths, output_dir, **keywords, **options)
 
 
-def _batch_keywords(threshold: tuple[float, float] | None, opening_radius: str | None,
+def _batch_keywords(threshold: tuple[float, float] | None, opening_radius: int | str | None,
                     workers: int, scheduler: str | None) -> dict[str, Any]:
     """The keywords whose command-line form differs from the API's."""
     if scheduler is not None and workers != 0:
         raise click.UsageError("--workers and --scheduler exclude each other: "
                                "the scheduler's workers run the files")
-    radius: int | str | None = opening_radius
-    if opening_radius is not None and opening_radius.isdigit():
-        radius = int(opening_radius)
-    return {"threshold": threshold or None, "opening_radius": radius,
+    return {"threshold": threshold or None, "opening_radius": opening_radius,
             "workers": workers or None, "scheduler": scheduler}
 
 
@@ -317,7 +345,8 @@ class _BidsCommand(click.Command):
         return super().parse_args(ctx, out)
 
 
-@main.command("bids", cls=_BidsCommand)
+@main.command("bids", cls=_BidsCommand,
+              short_help="BIDS App: mask BIDS_DIR's anatomical images into OUTPUT_DIR.")
 @click.argument("bids_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("analysis_level", type=click.Choice(["participant"]))
@@ -348,7 +377,8 @@ def bids_command(bids_dir: Path, output_dir: Path, analysis_level: str,
       nimask bids /data/ds /data/ds/derivatives/nimask participant
       nimask bids ds/ out/ participant --participant-label 01 02 --session-label pre
       nimask bids ct_ds/ out/ participant --preset ct-brain --skip-existing
-    Exit status: 0 all written, 1 some file failed, 2 usage error, 130 interrupted.
+    Exit status: 0 all written, 1 some file failed (or the report could not be
+    written after the masks), 2 usage error, 130 interrupted.
     """
     command = " ".join(shlex.quote(a) for a in ["nimask", *sys.argv[1:]])
     _run(bids_dir, output_dir, runner=mask_bids, analysis_level=analysis_level,

@@ -7,6 +7,9 @@ keeps working.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "DicomSeriesError",
     "InputFolderError",
@@ -15,6 +18,7 @@ __all__ = [
     "NimaskError",
     "OutputError",
     "ParameterError",
+    "ReportError",
     "SchedulerError",
     "VolumeReadError",
 ]
@@ -34,6 +38,17 @@ class ParameterError(NimaskError, ValueError):
 
 class OutputError(NimaskError, OSError):
     """The output location cannot be created or written."""
+
+
+class ReportError(OutputError):
+    """The masks were computed but the report or the QC page could not be written.
+
+    ``results`` holds every file's record (masks written are complete).
+    """
+
+    def __init__(self, message: str, results: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.results = list(results)
 
 
 class VolumeReadError(NimaskError, OSError):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CASE_KINDS", "Case", "FileResult"]
+__all__ = ["CASE_KINDS", "STATUSES", "Case", "FileResult"]
 
 #: Every ``Case.kind``: ``"file"`` (one volume file, any format of
 #: :data:`nimask.io.formats.VOLUME_FORMATS`) and ``"dicom-series"`` (one DICOM series, read by
@@ -79,16 +79,25 @@ class Case:
         return (self.label or self.source.name).rsplit("/", 1)[-1]
 
 
+#: Every ``FileResult.status``.
+STATUSES = ("written", "skipped", "failed", "ignored")
+
+
 @dataclass
 class FileResult:
-    """What happened to one input (one row of the report).
+    """What happened to one input, or to one entry set aside (one row of the report).
 
-    ``input`` is the input as the user knows it (:attr:`Case.display`).
+    ``input`` is the input as the user knows it (:attr:`Case.display`).  ``status`` is
+    ``"written"``, ``"skipped"`` (an up-to-date mask was kept), ``"failed"``
+    (``error`` says why; no mask was written) or ``"ignored"`` (an entry matching the
+    inputs that is not one: ``notes`` says why).  ``output`` is the mask's path, empty
+    when no mask was written or kept.  Every field is a report column:
+    ``docs/report-columns.md``.
     """
 
     input: str
     output: str
-    status: str  # "written", "skipped" or "failed"
+    status: str  # one of STATUSES
     error: str = ""
     threshold_mode: str = ""
     threshold_low: float | None = None
@@ -126,7 +135,7 @@ class FileResult:
 
     @property
     def ok(self) -> bool:
-        """True unless the file failed."""
+        """True unless the file failed (an ignored entry is not a failure)."""
         return self.status != "failed"
 
     def as_dict(self) -> dict[str, Any]:

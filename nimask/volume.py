@@ -124,11 +124,14 @@ def generate_brain_mask_dataset(
 
     Notes
     -----
-    A file that cannot be read or masked is logged as an error naming the file
-    and the reason (logger ``nimask.batch``); the batch goes on and no output
-    is left for that file.  :func:`nimask.mask_dataset` returns the per-file
-    results instead of ``None``, and also takes single files and lists of them;
-    this function requires a folder.
+    A file that cannot be read or masked is logged as an error,
+    ``<name>: failed, no mask written: <reason>`` (logger ``nimask.batch``);
+    the batch goes on and no output is left for that file.  Entries named
+    ``.nii.gz`` that are not inputs (folders, FIFOs, macOS ``._*`` files,
+    nimask's temporaries and masks) are logged as warnings.
+    :func:`nimask.mask_dataset` returns the per-file results instead of
+    ``None``, and also takes single files and lists of them; this function
+    requires a folder.
     """
     results = mask_dataset(
         FolderInput(Path(nii_folder)), output_path, threshold, closing_radius,

@@ -140,7 +140,7 @@ def test_each_bad_file_fails_alone_with_one_line_reason(
         assert not (out / name.replace(".nii.gz", "_mask.nii.gz")).exists()
         logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
                   and r.getMessage().startswith(f"{name}: ")]
-        assert logged == [f"{name}: {res.error}"]
+        assert logged == [f"{name}: failed, no mask written: {res.error}"]
     assert by_name["good.nii.gz"].status == "written"
     assert sorted(os.listdir(out)) == ["good_mask.nii.gz"]
     # The payload and header checks run before ITK: no header lying about its
@@ -305,16 +305,22 @@ def test_entries_that_are_not_inputs_are_set_aside(
     (folder / "notes.txt").write_text("x")
     scan = scan_folder(folder)
     assert [p.name for p in scan.inputs] == ["scan.nii.gz"]
+    temporary = ("a temporary file of nimask (of a run writing here, or left by a stopped "
+                 "one), not an input")
     assert [(p.name, why) for p, why in scan.ignored] == [
         ("._scan.nii.gz", "macOS resource-fork file, not a volume"),
+        (".scan_mask.nii.gz.nimask-tmp-1-abc.nii.gz", temporary),
         ("folder.nii.gz", "a directory, not a file"),
     ]
-    with caplog.at_level(logging.INFO, logger="nimask"):
+    with caplog.at_level(logging.WARNING, logger="nimask"):
         results = mask_dataset(folder, tmp_path / "out", WINDOW, 0)
-    assert [Path(r.input).name for r in results] == ["scan.nii.gz"]
+    assert [(Path(r.input).name, r.status) for r in results] == [
+        ("scan.nii.gz", "written"), ("._scan.nii.gz", "ignored"),
+        (".scan_mask.nii.gz.nimask-tmp-1-abc.nii.gz", "ignored"), ("folder.nii.gz", "ignored")]
     messages = [r.getMessage() for r in caplog.records]
     assert "ignoring folder.nii.gz: a directory, not a file" in messages
     assert "ignoring ._scan.nii.gz: macOS resource-fork file, not a volume" in messages
+    assert f"ignoring .scan_mask.nii.gz.nimask-tmp-1-abc.nii.gz: {temporary}" in messages
 
 
 def test_folder_with_only_ignored_entries_says_so(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from nimask import __version__, cli, mask_dataset, sample_path
 
 SUMMARY = re.compile(
-    r"^nimask: (\d+) masks written, (\d+) skipped, (\d+) failed in [0-9.]+ s; (\d+) flagged$",
+    r"^nimask: (\d+) masks? written, (\d+) skipped, (\d+) failed, (\d+) ignored in [0-9.]+ s; "
+    r"(\d+) flagged$",
     re.MULTILINE,
 )
 
@@ -66,7 +67,7 @@ def test_mask_with_every_option_json(tmp_path: Path) -> None:
         "--qc", str(tmp_path / "qc"), "--workers", "1", "--no-progress",
     ])
     assert res.exit_code == 0, res.output
-    assert SUMMARY.search(res.stdout).groups() == ("2", "0", "0", "0")  # type: ignore[union-attr]
+    assert SUMMARY.search(res.stdout).groups() == ("2", "0", "0", "0", "0")  # type: ignore[union-attr]
     assert f"masks:  {tmp_path / 'out'}" in res.stdout
     assert f"report: {tmp_path / 'r.json'}" in res.stdout
     assert f"QC:     {tmp_path / 'qc' / 'index.html'}" in res.stdout
@@ -101,8 +102,8 @@ def test_failed_file_exit_1_one_line_error(tmp_path: Path) -> None:
     res = _invoke(["mask", str(src), str(tmp_path / "out"), "--report", str(tmp_path / "r.csv")])
     assert res.exit_code == 1
     assert res.stderr == (
-        "error: z4d.nii.gz: 4D volume with 2 time points (shape [4, 4, 4, 2]); "
-        "nimask masks 3D volumes: split the series first\n"
+        "error: z4d.nii.gz: failed, no mask written: 4D volume with 2 time points "
+        "(shape [4, 4, 4, 2]); nimask masks 3D volumes: split the series first\n"
     )
     assert "Traceback" not in res.output
     assert SUMMARY.search(res.stdout).groups()[:3] == ("2", "0", "1")  # type: ignore[union-attr]
@@ -120,7 +121,7 @@ def test_quiet_prints_nothing_but_errors(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert res.stdout == ""
     assert res.stderr.count("\n") == 1
-    assert res.stderr.startswith("error: z4d.nii.gz: 4D volume")
+    assert res.stderr.startswith("error: z4d.nii.gz: failed, no mask written: 4D volume")
 
 
 def test_debug_is_verbose(tmp_path: Path) -> None:
@@ -138,7 +139,7 @@ def test_flags_in_summary(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(data, np.eye(4)), src / "edge.nii.gz")
     res = _invoke(["mask", str(src), str(tmp_path / "out"), "--threshold", "50", "200"])
     assert res.exit_code == 0
-    assert SUMMARY.search(res.stdout).groups() == ("1", "0", "0", "1")  # type: ignore[union-attr]
+    assert SUMMARY.search(res.stdout).groups() == ("1", "0", "0", "0", "1")  # type: ignore[union-attr]
     assert "  flagged edge.nii.gz: touches_border\n" in res.stdout
 
 
@@ -240,7 +241,7 @@ def test_subprocess_python_m_and_script(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert SUMMARY.search(proc.stdout).groups()[:3] == ("2", "0", "1")  # type: ignore[union-attr]
-    assert proc.stderr.startswith("error: z4d.nii.gz: 4D volume")
+    assert proc.stderr.startswith("error: z4d.nii.gz: failed, no mask written: 4D volume")
     assert "Traceback" not in proc.stderr
     proc = subprocess.run([_script(), "demo", str(tmp_path / "demo")],
                           capture_output=True, text=True, check=False)
@@ -268,8 +269,8 @@ def test_real_data_3d_written_4d_failed(tmp_path: Path, shared_data: Path) -> No
     assert SUMMARY.search(res.stdout).groups()[:3] == ("3", "0", "1")  # type: ignore[union-attr]
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        "error: bad_4d_fmri_example4d.nii.gz: 4D volume with 2 time points "
-        "(shape [128, 96, 24, 2]); nimask masks 3D volumes: split the series first"
+        "error: bad_4d_fmri_example4d.nii.gz: failed, no mask written: 4D volume with 2 "
+        "time points (shape [128, 96, 24, 2]); nimask masks 3D volumes: split the series first"
     ]
     assert "Traceback" not in res.output
     written = sorted(p.name for p in (tmp_path / "out").iterdir())

@@ -94,7 +94,7 @@ def test_skip_existing(tmp_path: Path) -> None:
         (["--closing-radius-mm", "-1"], "Invalid value for '--closing-radius-mm'"),
         (["--preset", "brain"], "Invalid value for '--preset'"),
         (["--fill-holes", "2d"], "Invalid value for '--fill-holes'"),
-        (["--opening-radius", "two"], "opening_radius"),
+        (["--opening-radius", "two"], "Invalid value for '--opening-radius'"),
         (["--scheduler", "local", "--workers", "2"], "--workers and --scheduler exclude"),
         (["--preset", "nidataset", "--closing-radius-mm", "2"], "closing_radius_mm is not"),
     ],

@@ -149,7 +149,8 @@ def test_single_files_and_lists(tmp_path: Path) -> None:
     results = mask_dataset([a, b, folder, a], out, WINDOW, 1, workers=1)
     assert [(Path(r.output).name, r.mask_voxels) for r in results] == [
         ("a_mask.nii.gz", BOX_VOXELS), ("b_mask.nii.gz", BOX_VOXELS),
-        ("c_mask.nii.gz", BOX_VOXELS)]
+        ("c_mask.nii.gz", BOX_VOXELS), ("", None)]
+    assert (results[3].status, results[3].notes) == ("ignored", [f"given twice (also as {a})"])
     assert discover([a, a]).ignored == [(a, f"given twice (also as {a})")]
     assert [r.status for r in mask_dataset(b, out, WINDOW, 1)] == ["written"]
     (tmp_path / "notes.txt").write_text("x")
@@ -206,7 +207,7 @@ def test_a_foreign_file_in_the_input_folder_is_never_replaced(tmp_path: Path) ->
         ("x_mask.nrrd", f"a mask written by nimask ({PROVENANCE!r}), not an input"),
         ("y_mask.nrrd", f"a mask written by nimask ({PROVENANCE!r}), not an input")]
     results = mask_dataset(folder, folder, WINDOW, 1, pattern="*.nrrd", output_format="same")
-    assert [r.status for r in results] == ["written"] * 2
+    assert [r.status for r in results] == ["written"] * 2 + ["ignored"] * 2
 
 
 @pytest.mark.parametrize("fmt", ["nii.gz", "nii", "nrrd", "mha", "mnc"])
@@ -229,7 +230,7 @@ def test_a_fifo_is_never_opened(tmp_path: Path) -> None:
     assert scan.ignored == [(folder / "pipe.nrrd",
                              "a FIFO (named pipe), not a regular file: never opened")]
     results = mask_dataset(folder, tmp_path / "out", WINDOW, 1, pattern="*.nrrd")
-    assert [r.status for r in results] == ["written"]
+    assert [r.status for r in results] == ["written", "ignored"]
 
 
 def test_output_problems_finds_long_names(tmp_path: Path) -> None:
@@ -500,10 +501,17 @@ def test_skip_existing_for_every_format(tmp_path: Path, fmt: str) -> None:
     assert (res.status, res.notes) == (
         "written", ["mask made again: existing mask made with closing_radius=1, now 2"])
     later = mask.stat().st_mtime + 10
-    for path in discover(source, pattern="*").cases[0].files:
+    files = discover(source, pattern="*").cases[0].files
+    for path in files:
         os.utime(path, (later, later))
     [res] = mask_dataset(folder, out, WINDOW, 2, skip_existing=True, **kwargs)
-    assert res.notes == ["mask made again: input is newer than the existing mask"]
+    assert res.status == "skipped"  # touched, same content: still its mask
+    _write(_box(1), source)  # another content, then its old times back
+    for path in files:
+        os.utime(path, (1, 1))
+    [res] = mask_dataset(folder, out, WINDOW, 2, skip_existing=True, **kwargs)
+    assert res.notes == ["mask made again: existing mask was made from another input content "
+                         "(size or SHA-256 hash differ: input renamed, swapped or changed)"]
     if fmt == "mnc":
         sidecar_path(mask).unlink()  # MINC keeps the provenance in the sidecar
         [res] = mask_dataset(folder, out, WINDOW, 2, skip_existing=True, **kwargs)

@@ -156,7 +156,7 @@ def test_failing_file_is_logged_and_batch_goes_on(
     assert [r.status for r in results] == ["written", "written", "failed"]
     assert results[2].error == "not a NIfTI file: only 34 bytes"
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert errors == ["broken.nii.gz: not a NIfTI file: only 34 bytes"]
+    assert errors == ["broken.nii.gz: failed, no mask written: not a NIfTI file: only 34 bytes"]
     # No partial or temporary file for the failing volume.
     assert sorted(p.name for p in out.iterdir()) == ["A_scan_mask.nii.gz", "b_scan_mask.nii.gz"]
 

@@ -127,7 +127,7 @@ def test_readme_blocks_run_and_write_what_they_promise(tmp_path: Path) -> None:
     assert (status, output, unit) == ("written", "brains/head_ct_mask.nii.gz", "mL")
     assert int(volume) > 0
     assert outputs[3] == "True True\n"
-    assert outputs[5].startswith("nimask: 1 masks written, 0 skipped, 0 failed")  # nimask demo
+    assert outputs[5].startswith("nimask: 1 mask written, 0 skipped, 0 failed")  # nimask demo
     assert "Usage: nimask mask" in outputs[9]  # nimask mask --help
     # The masks are masks: uint8 {0, 1} on the input's grid.
     for mask_path, input_path in (("masks/sample_t1_mask.nii.gz", "scans/sample_t1.nii.gz"),

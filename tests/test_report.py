@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -25,6 +26,8 @@ from nimask.evidence.report import (
 from nimask.exceptions import ParameterError
 from nimask.io.nifti import TEMP_MARKER
 from nimask.records import FileResult
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _mask(array_zyx: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -215,7 +218,7 @@ def test_generate_brain_mask_dataset_json_report(tmp_path: Path) -> None:
     assert [Path(f["input"]).name for f in files] == [
         "boxes.nii.gz", "edge.nii.gz", "four_d.nii.gz"]
     assert files[0]["mask_voxels"] == 108
-    assert files[0]["largest_component_share"] == pytest.approx(100 / 108)
+    assert files[0]["largest_component_share"] == round(100 / 108, 4)
     assert files[0]["threshold_mode"] == "manual"
     assert files[1]["touches_border"] is True
     assert files[2]["status"] == "failed"
@@ -240,3 +243,58 @@ def test_write_report_non_finite_threshold_is_valid_json(tmp_path: Path) -> None
     files = json.loads((tmp_path / "r.json").read_text())["files"]
     assert files[0]["threshold_low"] == "-inf"
     assert files[0]["threshold_high"] == 3.0
+
+
+def test_report_columns_are_every_field_of_file_result() -> None:
+    # Every field is a column, listed once (the page's table is checked in test_docs.py).
+    fields = [f.name for f in dataclasses.fields(FileResult)]
+    assert sorted(REPORT_COLUMNS) == sorted(fields)
+    assert len(set(REPORT_COLUMNS)) == len(REPORT_COLUMNS)
+    page = (REPO / "docs" / "guide" / "reports-and-flags.md").read_text(encoding="utf-8")
+    for name in fields:
+        assert f"| `{name}` |" in page
+
+
+def test_report_rounds_measured_floats_and_serialises_notes_unambiguously(
+    tmp_path: Path,
+) -> None:
+    notes = ["scl_slope applied; values in HU", 'quote " and, comma', "a\\b"]
+    res = FileResult(input="a.nii.gz", output="a_mask.nii.gz", status="written",
+                     threshold_low=0.30000000000000004, threshold_high=1 / 3,
+                     otsu_threshold=12.345678901234567, seconds=0.31576323100000536,
+                     coverage_percent=12.345678901, coverage_z=-1.23456789, volume_ml=1.2345678,
+                     largest_component_share=0.987654321, notes=notes,
+                     flags=["touches_border", "almost_full"], border_faces=["x-", "z+"])
+    write_report([res], tmp_path / "r.csv")
+    write_report([res], tmp_path / "r.json")
+    with open(tmp_path / "r.csv", newline="", encoding="utf-8") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["seconds"] == "0.316"
+    assert row["coverage_percent"] == "12.3457"
+    assert row["coverage_z"] == "-1.235"
+    assert row["volume_ml"] == "1.235"
+    assert row["largest_component_share"] == "0.9877"
+    # Thresholds are exact, never rounded.
+    assert float(row["threshold_low"]) == 0.30000000000000004
+    assert float(row["threshold_high"]) == 1 / 3
+    assert float(row["otsu_threshold"]) == 12.345678901234567
+    assert json.loads(row["notes"]) == notes
+    assert row["flags"].split(";") == ["touches_border", "almost_full"]
+    assert row["border_faces"].split(";") == ["x-", "z+"]
+    (record,) = json.loads((tmp_path / "r.json").read_text())["files"]
+    assert (record["seconds"], record["coverage_percent"]) == (0.316, 12.3457)
+    assert record["notes"] == notes
+    assert record["threshold_low"] == 0.30000000000000004
+
+
+def test_failed_rows_have_no_output(tmp_path: Path) -> None:
+    _write_phantoms(tmp_path / "in")
+    report = tmp_path / "r.csv"
+    results = mask_dataset(tmp_path / "in", tmp_path / "out", (0.5, 1.5), 0, report=report)
+    assert [(r.status, bool(r.output)) for r in results] == [
+        ("written", True), ("written", True), ("failed", False)]
+    with open(report, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[2]["status"] == "failed"
+    assert rows[2]["output"] == ""
+    assert rows[0]["output"] == str(tmp_path / "out" / "boxes_mask.nii.gz")

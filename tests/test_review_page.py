@@ -85,10 +85,10 @@ def test_index_is_self_contained_and_lists_every_case(batch: tuple[Path, list[Fi
     assert "https://" not in page
     assert "<link" not in page
     assert "<script src" not in page
-    assert "7 files: 6 written, 0 skipped, 1 failed; 1 flagged." in page
+    assert "7 files: 6 written, 0 skipped, 1 failed, 0 ignored; 1 flagged." in page
     assert page.count('<img loading="lazy"') == 6  # one per picture (and the viewer's)
     assert 'src="c0_qc.png"' in page
-    assert "failed: 4D volume with 3 time points" in page
+    assert "failed, no mask written: 4D volume with 3 time points" in page
     assert '<div class="card flagged" id="c5.nii.gz" data-i="5">' in page
     # summary, card and table
     assert page.count('<span class="flag">touches_border</span>') == 3
@@ -113,7 +113,7 @@ def test_notes_earlier_ratings_and_script_escaping(tmp_path: Path) -> None:
     assert page.count("</script>") == 2  # the data block and the code: nothing else closes them
     assert "earlier rating: bad: sinus cut (ana)" in page
     assert "1 with an earlier rating." in page
-    assert "failed: unreadable &lt;gzip&gt;" in page
+    assert "failed, no mask written: unreadable &lt;gzip&gt;" in page
     data = _page_data(page)
     assert data["cases"][0]["notes"][1] == "note with </script><b>"
     assert data["cases"][0]["earlier"] == "bad"
@@ -278,7 +278,7 @@ def test_cli_selection_options(tmp_path: Path) -> None:
                                    "--workers", "1", "--qc", str(tmp_path / "qc"),
                                    "--qc-layout", "mosaic"])
     assert res.exit_code == 0, res.output
-    assert "nimask: 1 masks written" in res.stdout
+    assert "nimask: 1 mask written" in res.stdout
     assert sorted(p.name for p in (tmp_path / "qc").iterdir()) == ["c2_qc.png", "index.html"]
     # a ratings file as the list: its verdicts are the earlier ratings
     rated = _write_ratings(tmp_path / "r2.csv", [{"input": "c4.nii.gz", "rating": "unsure",
@@ -446,7 +446,8 @@ def test_keyboard_review_persists_exports_and_reruns(
     page.keyboard.type("frontal sinus, \"cut\"")
     view.keys("Enter", "j", "j", "j", "j", "j")  # down to the failed case
     assert page.inner_text("#v-name") == "z4d.nii.gz"
-    assert "failed: 4D volume with 3 time points" in page.inner_text("#v-err")
+    assert "failed, no mask written: 4D volume with 3 time points" in page.inner_text(
+        "#v-err")
     view.keys("b", "Escape")
     assert not page.is_visible("#viewer")
     assert page.inner_text("#progress") == "rated 4 of 7 (good 1, bad 2, unsure 1)"
@@ -485,7 +486,7 @@ def test_keyboard_review_persists_exports_and_reruns(
         capture_output=True, text=True, timeout=240, check=False,
     )
     assert proc.returncode == 1, proc.stderr  # z4d fails again
-    assert "nimask: 1 masks written, 0 skipped, 1 failed" in proc.stdout
+    assert "nimask: 1 mask written, 0 skipped, 1 failed" in proc.stdout
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
     assert [n for n in sorted(after) if after[n] != before.get(n)] == ["c1_mask.nii.gz"]
     with (tmp_path / "rerun.csv").open() as fh:

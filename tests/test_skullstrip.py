@@ -283,7 +283,7 @@ def test_cli_subprocess_mri_brain(tmp_path: Path, sample: sitk.Image, sample_res
         capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "1 masks written, 0 skipped, 0 failed" in proc.stdout
+    assert "1 mask written, 0 skipped, 0 failed" in proc.stdout
     written = read(tmp_path / "out" / "t1_mask.nii.gz")
     assert np.array_equal(sitk.GetArrayViewFromImage(written),
                           sitk.GetArrayViewFromImage(sample_result.mask))

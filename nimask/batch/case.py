@@ -2,11 +2,12 @@
 
 :func:`process_file` is a top-level function that never raises for a bad
 volume: it returns a :class:`~nimask.records.FileResult` whose ``status`` is
-``"written"``, ``"skipped"`` (``skip_existing``: an up-to-date mask exists) or
-``"failed"``.  It runs in-process, in local workers (:mod:`nimask.batch.pool`)
-or on any executor (:mod:`nimask.batch.cluster`).  Its input is a
-:class:`~nimask.records.Case` (any kind: a volume file in any format, later a
-DICOM series) or the path of a volume file.
+``"written"``, ``"skipped"`` (``skip_existing``: an up-to-date mask of the same
+input content exists; its statistics are measured on it) or ``"failed"``.
+It runs in-process, in local workers (:mod:`nimask.batch.pool`) or on any
+executor (:mod:`nimask.batch.cluster`).  Its input is a
+:class:`~nimask.records.Case` (any kind: a volume file in any format, a DICOM
+series) or the path of a volume file.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from ..core.masking import MaskOutcome
 from ..core.pipeline import compute_mask
 from ..core.refine import refine_mask
 from ..evidence.qc import case_label, render_case
-from ..evidence.report import mask_statistics
-from ..exceptions import NimaskError, OutputError
+from ..evidence.report import MaskStats, mask_statistics
+from ..exceptions import NimaskError, OutputError, VolumeReadError
 from ..io.discovery import as_case, mask_relpath
 from ..io.formats import (
     geometry_difference,
     image_information,
     read_case,
+    read_mask_input_token,
     read_provenance,
     read_seg_provenance,
     seg_path,
@@ -43,7 +45,15 @@ from ..io.formats import (
     write_case_seg,
     write_sidecar,
 )
-from ..io.nifti import inspect_nifti, read_descrip, verify_payload
+from ..io.nifti import (
+    InputIdentity,
+    input_identity,
+    inspect_nifti,
+    read_descrip,
+    safe_text,
+    unchanged_since,
+    verify_payload,
+)
 from ..records import Case, FileResult
 from .settings import MaskSettings, parse_provenance
 
@@ -68,13 +78,15 @@ def mask_path(case: Case, output_dir: str | os.PathLike[str], settings: MaskSett
     return Path(output_dir) / mask_relpath(case, settings.output_format)
 
 
-def sidecar_fields(case: Case, settings: MaskSettings) -> dict[str, Any] | None:
+def sidecar_fields(case: Case, settings: MaskSettings,
+                   input_token: str | None = None) -> dict[str, Any] | None:
     """The JSON sidecar of a case's mask, ``None`` when it gets none.
 
     A case with ``sidecar`` fields (BIDS, DICOM) and every MINC mask (MINC has no room
     for nimask's provenance) get one: the case's fields, then ``"nimask"``: version,
     provenance and parameters (only what the settings say, so a re-run writes the same
-    bytes).
+    bytes).  A MINC mask's block also holds ``"input"``: ``input_token``, the input's
+    identity (other formats keep it in the mask itself).
     """
     minc = volume_format(mask_relpath(case, settings.output_format)) == "mnc"
     if case.sidecar is None and not minc:
@@ -93,6 +105,8 @@ def sidecar_fields(case: Case, settings: MaskSettings) -> dict[str, Any] | None:
                      largest_component=ref.largest_component,
                      opening_radius=ref.opening_text or None,
                      exclude_above_window=ref.exclude_above_window)
+    if minc and input_token is not None:
+        block["input"] = input_token
     return {**(case.sidecar or {}), "nimask": block}
 
 
@@ -106,6 +120,7 @@ def _provenance_problem(text: str, settings: MaskSettings, shown: str) -> str | 
 
 
 def _newer_input(case: Case, out_path: Path) -> str | None:
+    """Why ``out_path`` is older than one of the input's files (the DICOM SEG check), if so."""
     try:
         made = out_path.stat().st_mtime
         for path in case.files or (case.source,):
@@ -116,8 +131,30 @@ def _newer_input(case: Case, out_path: Path) -> str | None:
     return None
 
 
+def _input_files(case: Case) -> tuple[Path, ...]:
+    return tuple(case.files) or (case.source,)
+
+
+def _identity_problem(case: Case, out_path: Path,
+                      identity: InputIdentity | None) -> str | None:
+    """Why the mask at ``out_path`` was not made from the input's current content, if so."""
+    recorded = read_mask_input_token(out_path)
+    if recorded is None:
+        return ("existing mask does not record which input content it was made from "
+                "(made by an older nimask)")
+    try:
+        current = identity or input_identity(_input_files(case))
+    except NimaskError as exc:
+        return f"input unreadable ({exc})"
+    if recorded != current.token():
+        return ("existing mask was made from another input content (size or SHA-256 "
+                "hash differ: input renamed, swapped or changed)")
+    return None
+
+
 def existing_mask_problem(
-    input_path: Path | Case, out_path: Path, settings: MaskSettings
+    input_path: Path | Case, out_path: Path, settings: MaskSettings,
+    identity: InputIdentity | None = None,
 ) -> str | None:
     """``None`` if ``out_path`` is an up-to-date mask of the input, else why not.
 
@@ -125,14 +162,19 @@ def existing_mask_problem(
     present; other formats: the whole file reads), uint8, on the input's grid
     (NIfTI of NIfTI: shape and affine; otherwise shape, origin, spacing and
     direction as SimpleITK reads them), with nimask provenance matching
-    ``settings`` and the current version, and not older than any of the
-    input's files.
+    ``settings`` and the current version, made from an input with the same
+    content: the size and SHA-256 hash of the input's files recorded in the mask
+    (:func:`nimask.io.formats.read_mask_input_token`) equal those of the input now
+    (``identity``, computed when not given).  So an input renamed, swapped or
+    restored with its old modification time (``mv``, ``cp -p``, ``rsync -t``)
+    gets its mask made again, and so does a mask made by an older nimask that
+    did not record its input.
     """
     if not out_path.exists():
         return "no mask yet"
     case = as_case(input_path)
     if case.format not in _NIFTI or volume_format(out_path) not in _NIFTI:
-        return _other_mask_problem(case, out_path, settings)
+        return _other_mask_problem(case, out_path, settings, identity)
     input_path = case.source
     try:
         mask_info = inspect_nifti(out_path)
@@ -155,10 +197,11 @@ def existing_mask_problem(
     if not np.allclose(mask_info.header.get_best_affine(),
                        input_info.header.get_best_affine(), rtol=0, atol=1e-6):
         return "existing mask has another affine than the input"
-    return _newer_input(case, out_path)
+    return _identity_problem(case, out_path, identity)
 
 
-def _other_mask_problem(case: Case, out_path: Path, settings: MaskSettings) -> str | None:
+def _other_mask_problem(case: Case, out_path: Path, settings: MaskSettings,
+                        identity: InputIdentity | None) -> str | None:
     """:func:`existing_mask_problem` for a mask or an input that is not NIfTI."""
     text = read_provenance(out_path) or ""
     problem = _provenance_problem(text, settings, repr(text))
@@ -184,7 +227,7 @@ def _other_mask_problem(case: Case, out_path: Path, settings: MaskSettings) -> s
             mask, volume, float32=volume_format(out_path) in _NIFTI)
         if problem is not None:
             return f"existing mask has {problem}"
-    return _newer_input(case, out_path)
+    return _identity_problem(case, out_path, identity)
 
 
 def seg_problem(case: Case, out_path: Path, settings: MaskSettings) -> str | None:
@@ -230,7 +273,9 @@ def process_file(
     settings : MaskSettings
     skip_existing : bool, default False
         Keep an up-to-date mask (see :func:`existing_mask_problem`) instead of
-        computing it again: the result is then ``status="skipped"``.
+        computing it again: the result is then ``status="skipped"``, with the
+        statistics measured on the kept mask (and its QC picture rendered from
+        the mask and the input when ``settings.qc_dir`` is set).
 
     Returns
     -------
@@ -242,6 +287,13 @@ def process_file(
         masking or writing this file fails this file only (its type is named
         in the reason unless it is a :class:`~nimask.exceptions.NimaskError`);
         ``KeyboardInterrupt`` and ``SystemExit`` propagate.
+
+    Notes
+    -----
+    The input's size and SHA-256 hash (of its files' bytes, read once before the
+    volume) are recorded in the mask (a NIfTI extension, a NRRD/MetaImage key, or a
+    MINC mask's sidecar) for ``skip_existing``.  A file changed while it is read
+    fails the case.
     """
     start = time.perf_counter()
     case = as_case(input_path)
@@ -254,19 +306,16 @@ def process_file(
         result.seconds = time.perf_counter() - start
         return result
     seg_written: Path | None = None
+    files = _input_files(case)
     try:
-        sidecar = sidecar_fields(case, settings)
+        identity = input_identity(files)
+        sidecar = sidecar_fields(case, settings, identity.token())
         if skip_existing:
-            problem = existing_mask_problem(case, out_path, settings)
+            problem = existing_mask_problem(case, out_path, settings, identity)
             if problem is None and seg:
                 problem = seg_problem(case, out_path, settings)
             if problem is None:
-                result.status = "skipped"
-                if sidecar is not None:
-                    try:
-                        write_sidecar(sidecar_path(out_path), sidecar)
-                    except (NimaskError, OSError, ValueError) as exc:
-                        result.notes.append(f"sidecar not written: {reason(exc)}")
+                _keep_existing(result, case, out_path, settings, sidecar)
                 result.seconds = time.perf_counter() - start
                 return result
             if problem != "no mask yet":
@@ -281,6 +330,9 @@ def process_file(
                 f"{outcome.nonfinite_voxels} NaN/Inf voxels set to background"
             )
         stats = mask_statistics(outcome.mask)
+        if not unchanged_since(files, identity):
+            raise VolumeReadError("the input file changed while it was being read (replaced "
+                                  "or rewritten during the run)")
         if seg:
             # before the NIfTI mask: a complete mask means its SEG was written
             seg_written = write_case_seg(outcome.mask, case, seg_path(out_path),
@@ -288,11 +340,12 @@ def process_file(
                                          provenance=settings.provenance())
             logger.info("%s -> %s (DICOM SEG, %s)", case.display, seg_written.name,
                         settings.segment_kind)
-        result.notes.extend(
-            write_case_mask(outcome.mask, loaded, out_path, settings.provenance()))
+        result.notes.extend(write_case_mask(outcome.mask, loaded, out_path,
+                                            settings.provenance(), identity.token()))
         if sidecar is not None:
             write_sidecar(sidecar_path(out_path), sidecar)
         result.status = "written"
+        result.output = str(out_path)
         result.threshold_low = outcome.lower
         result.threshold_high = outcome.upper
         result.otsu_threshold = outcome.otsu_threshold
@@ -303,15 +356,7 @@ def process_file(
             result.brain_rim_percent = outcome.brain_rim_percent
         if settings.refinements.hu_check:
             result.hu_warning = outcome.hu_warning is not None
-        result.mask_voxels = stats.mask_voxels
-        result.total_voxels = stats.total_voxels
-        result.coverage_percent = stats.coverage_percent
-        result.volume_ml = stats.volume_ml
-        result.components = stats.components
-        result.largest_component_share = stats.largest_component_share
-        result.large_components = stats.large_components
-        result.touches_border = stats.touches_border
-        result.border_faces = list(stats.border_faces)
+        _set_statistics(result, stats)
         if settings.qc_dir is not None:
             _render_qc(result, case, loaded.image, outcome.mask, stats.centroid_index,
                        settings)
@@ -319,11 +364,58 @@ def process_file(
         if not isinstance(exc, NimaskError):
             logger.debug("%s: unexpected error", result.input, exc_info=True)
         result.status = "failed"
+        result.output = ""  # no mask was written for it (an existing one is left as it was)
         result.error = reason(exc)
         if seg_written is not None:
             seg_written.unlink(missing_ok=True)  # no SEG left for a failed case
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _set_statistics(result: FileResult, stats: MaskStats) -> None:
+    result.mask_voxels = stats.mask_voxels
+    result.total_voxels = stats.total_voxels
+    result.coverage_percent = stats.coverage_percent
+    result.volume_ml = stats.volume_ml
+    result.components = stats.components
+    result.largest_component_share = stats.largest_component_share
+    result.large_components = stats.large_components
+    result.touches_border = stats.touches_border
+    result.border_faces = list(stats.border_faces)
+
+
+def _keep_existing(result: FileResult, case: Case, out_path: Path, settings: MaskSettings,
+                   sidecar: dict[str, Any] | None) -> None:
+    """Report an up-to-date mask as kept, with its statistics measured on the mask itself.
+
+    The QC picture (when asked for) is rendered from the kept mask and the input.
+    A failure here is a note: the mask is kept whatever happens.
+    """
+    result.status = "skipped"
+    result.output = str(out_path)
+    if settings.threshold is not None:
+        result.threshold_low, result.threshold_high = settings.threshold
+    if sidecar is not None:
+        try:
+            write_sidecar(sidecar_path(out_path), sidecar)
+        except (NimaskError, OSError, ValueError) as exc:
+            result.notes.append(f"sidecar not written: {reason(exc)}")
+    try:
+        mask = read_case(as_case(out_path)).image
+        stats = mask_statistics(mask)
+    except (NimaskError, RuntimeError, OSError, ValueError, MemoryError) as exc:
+        result.notes.append(f"statistics of the kept mask not measured: {reason(exc)}")
+        return
+    _set_statistics(result, stats)
+    if settings.qc_dir is None:
+        return
+    try:
+        image = read_case(case).image
+        mask.CopyInformation(image)
+    except (NimaskError, RuntimeError, OSError, ValueError, MemoryError) as exc:
+        result.notes.append(f"QC picture not written: input unreadable: {reason(exc)}")
+        return
+    _render_qc(result, case, image, mask, stats.centroid_index, settings)
 
 
 def _make_folder(folder: Path, output_dir: Path) -> None:
@@ -348,10 +440,10 @@ def _render_qc(result: FileResult, case: Case, image: sitk.Image, mask: sitk.Ima
     png = qc_png_path(case, qc_dir)
     provenance = settings.provenance()
     name = case.label or case.name
-    caption = (f"{name}: coverage {result.coverage_percent:.2f} %, "
+    caption = (f"{safe_text(name)}: coverage {result.coverage_percent:.2f} %, "
                f"{result.volume_ml:.1f} mL; {provenance}")
     settings_text = provenance.split(" ", 2)[-1]  # without "nimask <version>"
-    label = replace(case_label(result, settings_text), name=name)
+    label = replace(case_label(result, settings_text), name=safe_text(name))
     try:
         _make_folder(png.parent, qc_dir)
         render_case(image, mask, png, centroid_index=centre, caption=caption,
@@ -365,11 +457,15 @@ def _render_qc(result: FileResult, case: Case, image: sitk.Image, mask: sitk.Ima
 def failed_result(
     input_path: Path | Case, output_dir: Path, settings: MaskSettings, error: str = ""
 ) -> FileResult:
-    """The record of a case that failed (or has not succeeded yet) with ``settings``."""
+    """The record of a case that failed (or has not succeeded yet) with ``settings``.
+
+    ``output`` is empty: no mask is written for a failed case.  ``output_dir`` is
+    kept in the signature for callers that pass it.
+    """
     case = as_case(input_path)
     return FileResult(
         input=case.display,
-        output=str(mask_path(case, output_dir, settings)),
+        output="",
         status="failed",
         error=error,
         threshold_mode=settings.mode,

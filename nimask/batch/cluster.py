@@ -236,7 +236,7 @@ def run_on_executor(
                 except (Exception, CancelledError, asyncio.CancelledError) as exc:
                     res = failed_result(item, output_dir, settings, _task_failure(exc))
                 res.input = item.display
-                res.output = str(mask_path(item, output_dir, settings))
+                res.output = str(mask_path(item, output_dir, settings)) if res.output else ""
                 on_done(index, res)
         finally:
             for future in futures:

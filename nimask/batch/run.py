@@ -4,8 +4,8 @@
 (or files, lists of both, nested trees: :func:`nimask.io.discovery.discover`),
 in-process, in local worker processes (:mod:`nimask.batch.pool`) or on any
 executor (:mod:`nimask.batch.cluster`), and returns the results in input
-order, with cohort flags, the report and the QC index
-(:mod:`nimask.evidence`).  Parameters and provenance:
+order (then one ``"ignored"`` record per entry set aside), with cohort flags,
+the report and the QC index (:mod:`nimask.evidence`).  Parameters and provenance:
 :mod:`nimask.batch.settings`.
 """
 
@@ -19,15 +19,17 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from ..evidence.qc import update_picture_flags, validate_layout, write_index
 from ..evidence.ratings import Rating, read_ratings
 from ..evidence.report import flag_cohort, report_format, write_report
-from ..exceptions import OutputError, ParameterError
+from ..exceptions import NimaskError, OutputError, ParameterError, ReportError
 from ..io.discovery import (
     DEFAULT_PATTERN,
     Discovery,
@@ -37,12 +39,13 @@ from ..io.discovery import (
     output_problems,
 )
 from ..io.formats import (
+    image_information,
     import_seg_writer,
     read_seg_provenance,
     seg_path,
     validate_output_format,
 )
-from ..io.nifti import TEMP_MARKER, as_path, cleanup_temporaries
+from ..io.nifti import TEMP_MARKER, as_path, cleanup_temporaries, inspect_nifti, safe_text
 from ..io.tempfiles import Run, enter_run, leave_run, new_run_id, owner_tag
 from ..records import Case, FileResult
 from . import case
@@ -69,22 +72,28 @@ class _Bar(tqdm):
     _lock = threading.RLock()
 
 
+#: How every failed file's log line starts after its name.
+FAILED_LINE = "failed, no mask written:"
+
+
 def _log_ignored(found: Discovery) -> None:
+    """Every entry set aside, as a warning (shown at Python's default log level)."""
     for path, why in found.ignored:
-        level = logging.WARNING if "directory" in why else logging.INFO
-        logger.log(level, "ignoring %s: %s", ignored_label(path, found.roots), why)
+        logger.warning("ignoring %s: %s", safe_text(ignored_label(path, found.roots)),
+                       safe_text(why))
 
 
 def _log_result(res: FileResult, name: str | None = None) -> None:
-    name = name or Path(res.input).name
+    """One line per note (warning), then the outcome: ``<name>: failed, no mask written: <why>``."""
+    name = safe_text(name or Path(res.input).name)
     for note in res.notes:
-        logger.warning("%s: %s", name, note)
+        logger.warning("%s: %s", name, safe_text(note))
     if res.status == "failed":
-        logger.error("%s: %s", name, res.error)
+        logger.error("%s: %s %s", name, FAILED_LINE, safe_text(res.error))
     elif res.status == "skipped":
-        logger.info("%s: up-to-date mask %s kept", name, Path(res.output).name)
+        logger.info("%s: up-to-date mask %s kept", name, safe_text(Path(res.output).name))
     else:
-        logger.info("%s -> %s (%s)", name, Path(res.output).name, res.status)
+        logger.info("%s -> %s (%s)", name, safe_text(Path(res.output).name), res.status)
 
 
 def mask_dataset(
@@ -150,10 +159,13 @@ def mask_dataset(
         worker from the volume already in memory) and ``index.html`` into this
         folder.  See :mod:`nimask.evidence.qc`.
     skip_existing : bool, default False
-        Keep masks that are complete and were made by this nimask version with
-        the same ``threshold`` and ``closing_radius`` (read from their NIfTI
-        ``descrip``), reporting them as ``"skipped"``; other masks are
-        overwritten (the default, like nidataset, overwrites every mask).
+        Keep masks that are complete, were made by this nimask version with
+        the same parameters (read from their NIfTI ``descrip``) and from the
+        same input content (size and SHA-256 hash of the input's files,
+        recorded in the mask), reporting them as ``"skipped"`` with statistics,
+        flags and QC picture made from the kept mask; other masks are made
+        again (the default, like nidataset, overwrites every mask).
+
     closing_radius_mm : float or None, default None
         When given, replaces ``closing_radius``: closing with a ball that is
         round in millimetres (per-axis radius ``closing_radius_mm / spacing``
@@ -229,10 +241,21 @@ def mask_dataset(
     -------
     list of FileResult
         In the sorted order of the inputs, with statistics and cohort
-        ``flags`` (:func:`nimask.evidence.report.flag_cohort`).
+        ``flags`` (:func:`nimask.evidence.report.flag_cohort`), then one record
+        with ``status="ignored"`` and the reason in ``notes`` per entry set
+        aside (:func:`nimask.io.discovery.discover`; each is also logged as a
+        warning).
 
     Notes
     -----
+    Before any mask is computed: every case's header is read to check the
+    closing/opening ball against the volume
+    (:meth:`nimask.batch.settings.MaskSettings.radius_problem`); the report's
+    folder, the QC folder and the output folder are checked (in that order,
+    each created if missing); and the cases of
+    :func:`nimask.io.discovery.output_problems` fail with their reason.  Every
+    failure is logged as ``<name>: failed, no mask written: <reason>``.
+
     Every mask is written to a temporary file in ``output_path`` and renamed:
     a mask file is either complete or absent.  Temporaries left by a killed
     run are removed when the next run starts.  Files in ``nii_folder`` are
@@ -258,15 +281,20 @@ def mask_dataset(
         Invalid ``threshold``, ``closing_radius``, ``closing_radius_mm``,
         ``workers``, ``executor``, ``report`` suffix, preset or refinement
         values, ``qc_layout``, an ``only`` that names no input or a file that
-        is not among the inputs, an unreadable ``ratings`` file, or a path
-        that is not a str or os.PathLike[str] (e.g. bytes) (before any work).
+        is not among the inputs, an unreadable ``ratings`` file, a path that
+        is not a str or os.PathLike[str] (e.g. bytes), or a closing/opening
+        ball larger than every input volume (before any work).
     InputFolderError
         ``nii_folder`` missing, not a folder, or without ``.nii.gz`` files
         (without volumes matching ``pattern``).
     OutputError
         ``output_path``, ``qc_dir`` or the report's folder cannot be created
-        or written (e.g. it is an existing file, or a read-only folder), or the
-        report cannot be written.
+        or written (e.g. it is an existing file, or a read-only folder), or
+        the report path is an existing folder (before any work).
+    ReportError
+        An :class:`OutputError` raised after every mask was written: the
+        report or the QC page could not be written (e.g. disk full); its
+        ``results`` holds the records.
     KeyboardInterrupt
         Re-raised after cleaning up when the run is interrupted.
     """
@@ -304,22 +332,27 @@ def mask_dataset(
         inputs = _select_inputs(inputs, only, nii_folder)
     if fmt == "dicom-seg":
         _check_seg_inputs(inputs)
+    too_large = _radius_problems(inputs, settings)
+    if report is not None and Path(report).is_dir():
+        raise OutputError(f"report path is an existing folder: {report}")
+    # Every folder is checked (and created) before any mask is computed; the
+    # report's and the QC pictures' first, so that a bad one creates nothing else.
+    if report is not None:
+        _prepare_output(Path(report).parent, "report folder")
+    if qc_dir is not None:
+        settings = replace(settings, qc_dir=str(_prepare_output(qc_dir, "QC folder")))
     out_dir = _prepare_output(output_path)
     removed = cleanup_temporaries(out_dir)
     if removed:
         logger.warning("removed %d temporary file(s) left in %s by an interrupted run",
                        removed, out_dir)
     _log_ignored(found)
-    if report is not None:
-        _prepare_output(Path(report).parent)
-    if qc_dir is not None:
-        settings = replace(settings, qc_dir=str(_prepare_output(qc_dir)))
     results: list[FileResult | None] = [None] * len(inputs)
     labels = [c.label or c.name for c in inputs]
     problems = output_problems(inputs, out_dir, fmt, roots=found.roots)
     if fmt == "dicom-seg":
         problems = {**_seg_problems(inputs, out_dir), **problems}
-    for i, why in problems.items():
+    for i, why in {**too_large, **problems}.items():
         results[i] = case.failed_result(inputs[i], out_dir, settings, why)
         _log_result(results[i], labels[i])  # type: ignore[arg-type]
     todo = [i for i, res in enumerate(results) if res is None]
@@ -372,7 +405,7 @@ def mask_dataset(
         ]
         for i in unreported:
             logger.info("%s -> %s (written; interrupted before its result was reported)",
-                        labels[i], outputs[i].name)
+                        safe_text(labels[i]), safe_text(outputs[i].name))
         logger.warning(
             "interrupted: %d written before interruption, %d skipped, %d failed, "
             "%d not processed; no partial mask left in %s",
@@ -389,12 +422,76 @@ def mask_dataset(
     _attach_ratings(inputs, results, earlier)
     if qc_dir is not None:
         update_picture_flags(done)
+    ignored = [_ignored_result(path, why) for path, why in found.ignored]
+    rows = [*done, *ignored]
     if report is not None:
-        write_report(done, report)
+        try:
+            write_report(rows, report)
+        except (OutputError, OSError) as exc:
+            raise ReportError(_late_failure(rows, "report", exc), rows) from exc
     if qc_dir is not None:
-        write_index(done, qc_dir, labels=[labels[i] for i, r in enumerate(results)
-                                          if r is not None])
-    return done
+        try:
+            write_index(rows, qc_dir,
+                        labels=[labels[i] for i, r in enumerate(results) if r is not None]
+                        + [ignored_label(path, found.roots) for path, _ in found.ignored])
+        except (OutputError, OSError) as exc:
+            raise ReportError(_late_failure(rows, "QC page", exc), rows) from exc
+    return rows
+
+
+def _ignored_result(path: Path, why: str) -> FileResult:
+    """The record of an entry set aside (``status="ignored"``, the reason in ``notes``)."""
+    return FileResult(input=str(path), output="", status="ignored", notes=[why])
+
+
+def _late_failure(rows: Sequence[FileResult], what: str, exc: BaseException) -> str:
+    written = count_written(rows)
+    return (f"{written} mask{'' if written == 1 else 's'} written, but the {what} could "
+            f"not be written: {case.reason(exc)}")
+
+
+def _case_grid(item: Case) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+    """A case's grid size and spacing from its header only; ``None`` when unknown."""
+    try:
+        if item.kind == "dicom-series":
+            frames: Sequence[Any] = getattr(item.payload, "frames", ())
+            check = getattr(item.payload, "check", None)
+            first = frames[0]
+            rows, cols = first.pixel_spacing or (1.0, 1.0)
+            step = getattr(check, "step", 0.0) or first.slice_thickness or 1.0
+            return (first.columns, first.rows, len(frames)), (cols, rows, abs(step))
+        if item.format in ("nii.gz", "nii"):
+            info = inspect_nifti(item.source)
+            return info.shape[:3], tuple(float(z) for z in info.header.get_zooms()[:3])
+        grid = image_information(item.source)
+        return grid.size, grid.spacing
+    except (NimaskError, OSError, ValueError, IndexError, AttributeError, TypeError):
+        return None  # the case fails later with its own reason
+
+
+def _radius_problems(inputs: Sequence[Case], settings: MaskSettings) -> dict[int, str]:
+    """Cases whose header shows a volume too small for the ball (before any work).
+
+    Raises :class:`ParameterError` when no case can take the radius; returns the
+    cases that cannot (they fail alone) otherwise.  See
+    :meth:`nimask.batch.settings.MaskSettings.radius_problem` for the bound.
+    """
+    problems: dict[int, str] = {}
+    checked = 0
+    for i, item in enumerate(inputs):
+        grid = _case_grid(item)
+        if grid is None:
+            continue
+        checked += 1
+        problem = settings.radius_problem(*grid)
+        if problem is not None:
+            problems[i] = problem
+    if problems and len(problems) == checked:
+        first = next(iter(problems))
+        name = inputs[first].label or inputs[first].name
+        raise ParameterError(
+            f"{problems[first]} (every input is too small for it; first: {safe_text(name)})")
+    return problems
 
 
 def _parts(text: str) -> tuple[str, ...]:
@@ -581,9 +678,10 @@ def _input_paths(value: Any) -> Any:
 def _validate_workers(workers: object) -> int:
     if workers is None:
         return usable_cpus()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if isinstance(workers, (bool, np.bool_)) or not isinstance(workers, Integral) \
+            or workers < 1:
         raise ParameterError(f"workers must be a positive integer or None, got {workers!r}")
-    return workers
+    return int(workers)
 
 
 def _validate_executor(executor: object, workers: object) -> None:
@@ -600,20 +698,26 @@ def _validate_executor(executor: object, workers: object) -> None:
         )
 
 
-def _prepare_output(output_path: str | os.PathLike[str]) -> Path:
+def _prepare_output(output_path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Create ``output_path`` if needed and check that a file can be written in it.
+
+    ``what`` names the folder in the messages ("output folder", "report folder",
+    "QC folder").
+    """
     out_dir = Path(output_path)
     if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"output path exists and is not a folder: {out_dir}")
+        path_word = what.replace(" folder", " path")
+        raise OutputError(f"{path_word} exists and is not a folder: {out_dir}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot create {what} {out_dir}: {exc.strerror or exc}") from exc
     # Probe with a real file: os.access() is wrong for root, ACLs and read-only mounts.
     try:
         fd, probe = tempfile.mkstemp(prefix=f".probe{TEMP_MARKER}{owner_tag()}", dir=out_dir)
     except OSError as exc:
         raise OutputError(
-            f"output folder is not writable: {out_dir}: {exc.strerror or exc}"
+            f"{what} is not writable: {out_dir}: {exc.strerror or exc}"
         ) from exc
     os.close(fd)
     os.unlink(probe)

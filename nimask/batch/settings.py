@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .._version import __version__
@@ -139,6 +140,47 @@ class MaskSettings:
                 "uses nidataset's own ball in voxels"
             )
         return cls(window, radius, radius_mm, refinements)
+
+    def radius_problem(self, shape_xyz: Sequence[int],
+                       spacing_xyz: Sequence[float]) -> str | None:
+        """Why the closing (or opening) ball is too large for a volume; ``None`` if it is not.
+
+        The bound: along every axis, the ball's radius in voxels
+        (``closing_radius``, or ``closing_radius_mm / spacing``; the same for
+        ``opening_radius``) may not exceed the volume's largest size in voxels,
+        ``max(shape)``.  From every voxel, a larger ball reaches past the whole
+        volume, while its cost grows with the radius (the closing of a 128^3
+        mask takes about 4 s with a radius of 60 voxels, minutes with 200).
+        :func:`nimask.mask_dataset` checks every input's header against it
+        before any work.
+        """
+        shape = [int(n) for n in shape_xyz[:3]]
+        largest = max(shape)
+        size = "x".join(str(n) for n in shape)
+        checks: list[tuple[str, float, str]] = []
+        if self.closing_radius_mm is None:
+            checks.append(("closing_radius", self.closing_radius, "vox"))
+        else:
+            checks.append(("closing_radius_mm", self.closing_radius_mm, "mm"))
+        ref = self.refinements
+        if ref.opening_radius:
+            checks.append(("opening_radius", ref.opening_radius, ref.opening_unit))
+        bound = (f"larger than the volume's largest size, {largest} voxels (shape {size}): "
+                 "a ball's radius may not exceed the volume's largest size")
+        for name, value, unit in checks:
+            if unit == "vox":
+                if value > largest:
+                    return f"{name}={int(value)} voxels is {bound}"
+                continue
+            spacing = [float(v) for v in spacing_xyz[:3]]
+            if not all(math.isfinite(v) and v > 0 for v in spacing):
+                continue  # the volume fails on reading, with its own reason
+            voxels = [value / v for v in spacing]
+            worst = max(range(3), key=lambda i: voxels[i])
+            if voxels[worst] > largest:
+                return (f"{name}={value:g} mm is {voxels[worst]:.4g} voxels along "
+                        f"{'xyz'[worst]} (spacing {spacing[worst]:g} mm), {bound}")
+        return None
 
     @property
     def segment_kind(self) -> str:

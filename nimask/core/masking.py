@@ -29,6 +29,7 @@ from . import closing
 from .otsu import otsu
 
 __all__ = [
+    "MAX_RADIUS_VOXELS",
     "OTSU_BINS",
     "OTSU_RETURN_BIN_MIDPOINT",
     "MaskOutcome",
@@ -159,21 +160,33 @@ def validate_threshold(threshold: object) -> tuple[float, float] | None:
     return low, high
 
 
-def validate_closing_radius(closing_radius: object) -> int:
+#: Largest ball radius in voxels: a NIfTI-1 volume has at most 32767 voxels along
+#: an axis (``dim`` is int16), and a batch rejects a radius larger than a volume's
+#: largest size (:meth:`nimask.batch.settings.MaskSettings.radius_problem`).
+MAX_RADIUS_VOXELS = 32767
+
+
+def validate_closing_radius(closing_radius: object, name: str = "closing_radius") -> int:
     """Check a ``closing_radius`` argument and return it as an ``int``.
 
     Raises
     ------
     ParameterError
-        If it is not an integer >= 0 (booleans and floats are rejected).
+        If it is not an integer in ``0 .. MAX_RADIUS_VOXELS`` (booleans and
+        floats are rejected).
     """
     if isinstance(closing_radius, (bool, np.bool_)) or not isinstance(closing_radius, Integral):
         raise ParameterError(
-            f"closing_radius must be an integer >= 0 (voxels), got {closing_radius!r}"
+            f"{name} must be an integer >= 0 (voxels), got {closing_radius!r}"
         )
     radius = int(closing_radius)
     if radius < 0:
-        raise ParameterError(f"closing_radius must be >= 0, got {radius}")
+        raise ParameterError(f"{name} must be >= 0, got {radius}")
+    if radius > MAX_RADIUS_VOXELS:
+        raise ParameterError(
+            f"{name} must be at most {MAX_RADIUS_VOXELS} voxels (the largest size of a "
+            f"NIfTI-1 volume: a larger ball fits no volume), got {radius}"
+        )
     return radius
 
 

@@ -225,13 +225,15 @@ def validate_opening_radius(value: object) -> tuple[float, str]:
                 raise ParameterError(f"opening_radius must be finite, got {value!r}")
             return (radius, "mm") if radius > 0 else (0, "vox")
         if _INT_RE.match(value):
-            return int(value), "vox"
+            return validate_closing_radius(int(value), "opening_radius"), "vox"
         raise ParameterError(
             f"opening_radius must be an integer (voxels) or a string like '2.5mm', got {value!r}"
         )
     try:
-        radius = validate_closing_radius(value)
-    except ParameterError:
+        radius = validate_closing_radius(value, "opening_radius")
+    except ParameterError as exc:
+        if "at most" in str(exc):
+            raise
         raise ParameterError(
             f"opening_radius must be an integer >= 0 (voxels) or a string like '2.5mm', "
             f"got {value!r}"

@@ -73,7 +73,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from .._version import __version__
 from ..exceptions import NimaskError, ParameterError
-from ..io.nifti import atomic_write
+from ..io.nifti import atomic_write, safe_text
 from .report import case_flags, mask_statistics
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ def case_label(result: FileResult, settings_text: str = "") -> QcLabel:
         parts.append(settings_text)
     flags = tuple(result.flags) if result.flags else tuple(case_flags(result))
     status = "mask kept (skip_existing)" if result.status == "skipped" else ""
-    return QcLabel(Path(result.input).name, " · ".join(parts), flags, status)
+    return QcLabel(safe_text(Path(result.input).name), " · ".join(parts), flags, status)
 
 
 # --- geometry ---------------------------------------------------------------

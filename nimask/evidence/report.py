@@ -59,7 +59,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..exceptions import ParameterError
-from ..io.nifti import atomic_write
+from ..io.nifti import atomic_write, safe_text
 from .runs import component_sizes, mask_runs
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ __all__ = [
     "MIN_COHORT",
     "OUTLIER_Z",
     "REPORT_COLUMNS",
+    "REPORT_DECIMALS",
     "MaskStats",
     "case_flags",
     "flag_cohort",
@@ -115,7 +116,8 @@ FLAGS = (
     "bright_rim_in_mask",
 )
 
-#: Report columns in order (fields of ``FileResult`` not listed here follow them).
+#: Every report column, in order: one per field of ``FileResult`` (a test checks that
+#: they agree, and that the table of ``docs/guide/reports-and-flags.md`` lists them in order).
 REPORT_COLUMNS = (
     "input",
     "output",
@@ -140,7 +142,30 @@ REPORT_COLUMNS = (
     "qc_png",
     "seconds",
     "notes",
+    "closing_radius_mm",
+    "preset",
+    "fill_holes",
+    "largest_component",
+    "exclude_above_window",
+    "opening_radius",
+    "components_dropped",
+    "steps",
+    "hu_warning",
+    "earlier_rating",
+    "earlier_note",
+    "earlier_reviewer",
+    "brain_rim_percent",
 )
+
+#: Decimals kept in the report for measured floats (thresholds are never rounded).
+REPORT_DECIMALS = {
+    "seconds": 3,
+    "coverage_percent": 4,
+    "coverage_z": 3,
+    "volume_ml": 3,
+    "largest_component_share": 4,
+    "brain_rim_percent": 3,
+}
 
 # Faces of the volume in ITK index order: (axis, low side?) -> name.
 _FACE_NAMES = ("x-", "x+", "y-", "y+", "z-", "z+")
@@ -363,17 +388,32 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return columns
 
 
-def _csv_cell(value: Any) -> Any:
+def _report_value(key: str, value: Any) -> Any:
+    """A field's value as reported: measured floats rounded, names printable."""
+    if isinstance(value, float) and key in REPORT_DECIMALS and math.isfinite(value):
+        return round(value, REPORT_DECIMALS[key])
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, (list, tuple)):
+        return [safe_text(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+def _csv_cell(key: str, value: Any) -> Any:
+    value = _report_value(key, value)
     if value is None:
         return ""
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
+        if key == "notes":
+            return json.dumps(value, ensure_ascii=False) if value else ""
         return ";".join(str(v) for v in value)
     if isinstance(value, float):
         return repr(value)
     return value
 
 
-def _json_value(value: Any) -> Any:
+def _json_value(key: str, value: Any) -> Any:
+    value = _report_value(key, value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "inf": JSON has no infinity
     return value
@@ -383,9 +423,13 @@ def write_report(results: Sequence[FileResult], path: str | os.PathLike[str]) ->
     """Write one record per file as CSV or JSON (by suffix), atomically.
 
     CSV: one header line then one row per file, in :data:`REPORT_COLUMNS`
-    order; empty cell for a missing value, lists (``flags``, ``notes``,
-    ``border_faces``) joined with ``;``.  JSON: ``{"nimask_version", "files":
+    order; empty cell for a missing value; ``flags`` and ``border_faces``
+    joined with ``;`` (their words never hold one), ``notes`` as a JSON array
+    (notes may hold any character).  JSON: ``{"nimask_version", "files":
     [records], "flags": {flag: [inputs]}}`` with ``null`` for missing values.
+    Both: measured floats rounded (:data:`REPORT_DECIMALS`; thresholds never),
+    file names that are not valid UTF-8 written with ``\\xNN`` escapes
+    (:func:`nimask.io.nifti.safe_text`).
 
     Returns
     -------
@@ -410,15 +454,15 @@ def write_report(results: Sequence[FileResult], path: str | os.PathLike[str]) ->
         writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _csv_cell(row.get(k)) for k in columns})
+            writer.writerow({k: _csv_cell(k, row.get(k)) for k in columns})
         text = buf.getvalue()
     else:
         by_flag = {
-            flag: [r.input for r in results if flag in r.flags] for flag in FLAGS
+            flag: [safe_text(r.input) for r in results if flag in r.flags] for flag in FLAGS
         }
         doc = {
             "nimask_version": __version__,
-            "files": [{k: _json_value(row.get(k)) for k in columns} for row in rows],
+            "files": [{k: _json_value(k, row.get(k)) for k in columns} for row in rows],
             "flags": {k: v for k, v in by_flag.items() if v},
         }
         text = json.dumps(doc, indent=2, allow_nan=False) + "\n"

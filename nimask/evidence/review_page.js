@@ -148,7 +148,7 @@ function fill() {
   var img = $("v-img");
   if (c.png) { img.src = c.png; img.alt = c.name; img.hidden = false; }
   else { img.removeAttribute("src"); img.hidden = true; }
-  $("v-err").textContent = c.status === "failed" ? "failed: " + c.error : (c.png ? "" : "no picture");
+  $("v-err").textContent = c.status === "failed" ? "failed, no mask written: " + c.error : (c.png ? "" : "no picture");
   var meta = [];
   if (c.coverage !== null) { meta.push("coverage " + c.coverage.toFixed(2) + " %"); }
   if (c.z !== null) { meta.push("coverage z " + c.z.toFixed(2)); }

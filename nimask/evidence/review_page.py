@@ -21,12 +21,13 @@ import html
 import json
 import math
 import os
+import urllib.parse
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..io.nifti import atomic_write
+from ..io.nifti import atomic_write, safe_text
 from .qc_picture import qc_png_name
 
 if TYPE_CHECKING:
@@ -68,10 +69,16 @@ def batch_id(results: Sequence[FileResult]) -> str:
 
 
 def _png_href(res: FileResult, qc_dir: Path) -> str:
+    """Relative URL of the case's picture (percent-encoded file-system bytes), or ``""``."""
     png = Path(res.qc_png) if res.qc_png else qc_dir / qc_png_name(res.input)
-    if res.status != "failed" and png.is_file():
-        return Path(os.path.relpath(png, qc_dir)).as_posix()
+    if res.status in ("written", "skipped") and png.is_file():
+        return urllib.parse.quote(os.fsencode(Path(os.path.relpath(png, qc_dir)).as_posix()))
     return ""
+
+
+def _h(text: str) -> str:
+    """HTML text of a string that may hold a non-UTF-8 file name (shown as ``\\xNN``)."""
+    return html.escape(safe_text(text))
 
 
 def _flags_html(flags: Sequence[str]) -> str:
@@ -98,17 +105,17 @@ def _threshold_text(r: FileResult) -> str:
 def _case_json(i: int, r: FileResult, href: str, name: str) -> dict[str, Any]:
     return {
         "i": i,
-        "name": name,
-        "input": r.input,
-        "output": r.output,
+        "name": safe_text(name),
+        "input": safe_text(r.input),
+        "output": safe_text(r.output),
         "status": r.status,
-        "error": r.error,
+        "error": safe_text(r.error),
         "flags": list(r.flags),
         "coverage": _num(r.coverage_percent),
         "z": _num(r.coverage_z),
         "volume": _num(r.volume_ml),
         "components": r.components,
-        "notes": list(r.notes),
+        "notes": [safe_text(n) for n in r.notes],
         "png": href,
         "earlier": r.earlier_rating,
         "earlierNote": r.earlier_note,
@@ -119,14 +126,14 @@ def _case_json(i: int, r: FileResult, href: str, name: str) -> dict[str, Any]:
 
 def _card(i: int, r: FileResult, href: str, name: str) -> str:
     cls = "failed" if r.status == "failed" else ("flagged" if r.flags else "")
-    out = [f'<div class="card {cls}" id="{html.escape(name)}" data-i="{i}">']
+    out = [f'<div class="card {cls}" id="{_h(name)}" data-i="{i}">']
     if href:
         src = html.escape(href)
         out.append(f'<a class="pic" href="{src}"><img loading="lazy" src="{src}" '
-                   f'alt="{html.escape(name)}"></a>')
-    out.append(f'<div class="name">{html.escape(name)}<span class="rating"></span></div>')
+                   f'alt="{_h(name)}"></a>')
+    out.append(f'<div class="name">{_h(name)}<span class="rating"></span></div>')
     if r.status == "failed":
-        out.append(f'<div class="err">failed: {html.escape(r.error)}</div>')
+        out.append(f'<div class="err">failed, no mask written: {_h(r.error)}</div>')
     else:
         comps = "" if r.components is None else f" &middot; {r.components} component(s)"
         out.append(
@@ -140,7 +147,7 @@ def _card(i: int, r: FileResult, href: str, name: str) -> str:
                    f"{html.escape(earlier)}</div>")
     if r.notes:
         out.append('<ul class="notes">' + "".join(
-            f"<li>{html.escape(n)}</li>" for n in r.notes) + "</ul>")
+            f"<li>{_h(n)}</li>" for n in r.notes) + "</ul>")
     out.append("</div>")
     return "".join(out)
 
@@ -158,7 +165,7 @@ def _row(i: int, r: FileResult, name: str) -> str:
     cls = "failed" if r.status == "failed" else ("flagged" if r.flags else "")
     cells = [
         f'<td class="n">{i + 1}</td>',
-        f'<td><a href="#{html.escape(name)}">{html.escape(name)}</a></td>',
+        f'<td><a href="#{_h(name)}">{_h(name)}</a></td>',
         f"<td>{html.escape(r.status)}</td>",
         '<td class="rating"></td>',
         f"<td>{html.escape(_earlier_text(r).removeprefix('earlier rating: '))}</td>",
@@ -172,8 +179,9 @@ def _row(i: int, r: FileResult, name: str) -> str:
         f"<td>{html.escape(_threshold_text(r))}</td>",
         f'<td class="n">{r.seconds:.2f}</td>',
         '<td class="text">'
-        + (f'<span class="err">failed: {html.escape(r.error)}</span>' if r.error else "")
-        + "".join(f"<div>{html.escape(n)}</div>" for n in r.notes) + "</td>",
+        + (f'<span class="err">failed, no mask written: {_h(r.error)}</span>'
+           if r.error else "")
+        + "".join(f"<div>{_h(n)}</div>" for n in r.notes) + "</td>",
     ]
     return f'<tr class="{cls}" data-i="{i}">' + "".join(cells) + "</tr>"
 
@@ -185,14 +193,20 @@ def write_index(results: Sequence[FileResult], qc_dir: str | os.PathLike[str],
     Cases appear in the order of ``results`` (sortable on the page); a failed
     case has a card with its reason and no picture.  ``labels`` names each case
     (default: the input's file name; a nested tree passes the path relative to
-    its input folder, so that two ``scan.nii.gz`` stay apart).  Returns the path
-    of the page (written atomically).
+    its input folder, so that two ``scan.nii.gz`` stay apart).  Entries that
+    were not inputs (``status="ignored"``) are counted and listed with their
+    reason, without a card.  File names that are not valid UTF-8 are shown with
+    ``\\xNN`` escapes and linked by their percent-encoded bytes.  Returns the
+    path of the page (written atomically).
     """
     names = [Path(r.input).name for r in results] if labels is None else list(labels)
     if len(names) != len(results):
         raise ValueError(f"{len(names)} labels for {len(results)} results")
     folder = Path(qc_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    ignored = [(r, n) for r, n in zip(results, names, strict=True) if r.status == "ignored"]
+    names = [n for r, n in zip(results, names, strict=True) if r.status != "ignored"]
+    results = [r for r in results if r.status != "ignored"]
     hrefs = [_png_href(r, folder) for r in results]
     flagged = sum(bool(r.flags) for r in results)
     status = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "failed")}
@@ -215,16 +229,21 @@ def write_index(results: Sequence[FileResult], qc_dir: str | os.PathLike[str],
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title><style>{_asset('review_page.css')}</style></head>",
+        f"<title>{_h(title)}</title><style>{_asset('review_page.css')}</style></head>",
         f'<body data-batch="{data["batch"]}">',
-        f"<header><h1>{html.escape(title)}</h1>",
+        f"<header><h1>{_h(title)}</h1>",
         f'<p class="summary">{files}: {status["written"]} written, {status["skipped"]} '
-        f"skipped, {status['failed']} failed; {flagged} flagged."
+        f"skipped, {status['failed']} failed, {len(ignored)} ignored; {flagged} flagged."
         + (f" {earlier} with an earlier rating." if earlier else "") + "</p>",
         "<p>Each picture: the file name, coverage, volume and flags on top; slices with "
         "orientation letters (axial seen from the feet: patient's right on the left). "
         "Red contour with a dark halo: the mask's border; faint red tint: inside.</p>",
     ]
+    if ignored:
+        parts.append('<details class="ignored"><summary>Ignored (not inputs): '
+                     f"{len(ignored)}</summary><ul>" + "".join(
+                         f"<li>{_h(n)}: {_h('; '.join(r.notes))}</li>"
+                         for r, n in ignored) + "</ul></details>")
     if counts:
         parts.append('<p class="flagcount">Flags: ' + ", ".join(
             f'<span class="flag">{html.escape(k)}</span> {v}' for k, v in counts.items()

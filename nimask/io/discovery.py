@@ -37,7 +37,7 @@ from .formats import (
     read_provenance,
     split_volume_name,
 )
-from .nifti import TEMP_MARKER, read_descrip
+from .nifti import TEMP_MARKER, safe_text
 
 __all__ = [
     "DEFAULT_PATTERN",
@@ -84,10 +84,10 @@ class FolderScan:
     inputs : list of Path
         Files to mask, sorted by name.
     ignored : list of (Path, str)
-        Entries named ``*.nii.gz`` that are not inputs, with the reason:
-        a directory, a macOS ``._*`` resource-fork file, or a mask written by
-        nimask (``descrip`` starting with ``"nimask "``).  nimask's own
-        temporary files are left out silently.
+        Entries named ``*.nii.gz`` that are not inputs, with the reason
+        (:func:`entry_problem`): a directory; a FIFO, socket or device (never
+        opened); a macOS ``._*`` resource-fork file; a temporary file of nimask;
+        or a mask written by nimask (``descrip`` starting with ``"nimask "``).
     """
 
     inputs: list[Path]
@@ -97,8 +97,10 @@ class FolderScan:
 def scan_folder(nii_folder: str | os.PathLike[str]) -> FolderScan:
     """Sort the ``.nii.gz`` entries of ``nii_folder`` into inputs and ignored entries.
 
-    The extension is matched case-insensitively.  Sub-folders are not entered;
-    a broken symbolic link is kept as an input (it fails with a clear reason).
+    The extension is matched case-insensitively.  Sub-folders are not entered.
+    Only regular files (or links to them) are opened: a FIFO named ``x.nii.gz``
+    would block a reader forever.  A broken symbolic link is kept as an input (it
+    fails with a clear reason).
 
     Raises
     ------
@@ -119,22 +121,16 @@ def scan_folder(nii_folder: str | os.PathLike[str]) -> FolderScan:
     scan = FolderScan([])
     for entry in sorted(entries, key=lambda e: e.name):
         name = entry.name
-        if not name.lower().endswith(NII_GZ) or TEMP_MARKER in name:
+        if not name.lower().endswith(NII_GZ):
             continue
         path = Path(entry.path)
-        if name.startswith("._"):
-            scan.ignored.append((path, "macOS resource-fork file, not a volume"))
-            continue
         try:
             is_dir = entry.is_dir()
         except OSError:
             is_dir = False
-        if is_dir:
-            scan.ignored.append((path, "a directory, not a file"))
-            continue
-        descrip = read_descrip(path)
-        if descrip is not None and descrip.startswith(PROVENANCE_PREFIX):
-            scan.ignored.append((path, f"a mask written by nimask ({descrip!r}), not an input"))
+        why = entry_problem(path, name, is_dir, None if is_dir else _mode(entry))
+        if why is not None:
+            scan.ignored.append((path, why))
             continue
         scan.inputs.append(path)
     return scan
@@ -143,9 +139,9 @@ def scan_folder(nii_folder: str | os.PathLike[str]) -> FolderScan:
 def find_inputs(nii_folder: str | os.PathLike[str]) -> list[Path]:
     """The ``.nii.gz`` files directly inside ``nii_folder`` to mask, sorted by name.
 
-    See :func:`scan_folder` for what is set aside (sub-folders, macOS ``._*``
-    files, masks written by nimask, nimask's temporary files); each ignored
-    entry is logged.
+    See :func:`scan_folder` for what is set aside (sub-folders, FIFOs and other
+    special files, macOS ``._*`` files, masks written by nimask, nimask's
+    temporary files); each ignored entry is logged as a warning.
 
     Raises
     ------
@@ -155,8 +151,7 @@ def find_inputs(nii_folder: str | os.PathLike[str]) -> list[Path]:
     """
     scan = scan_folder(nii_folder)
     for path, why in scan.ignored:
-        level = logging.WARNING if "directory" in why else logging.INFO
-        logger.log(level, "ignoring %s: %s", path.name, why)
+        logger.warning("ignoring %s: %s", safe_text(path.name), why)
     if not scan.inputs:
         extra = f" ({len(scan.ignored)} .nii.gz entries ignored)" if scan.ignored else ""
         raise InputFolderError(f"no .nii.gz files in input folder: {nii_folder}{extra}")
@@ -167,6 +162,9 @@ def find_inputs(nii_folder: str | os.PathLike[str]) -> list[Path]:
 
 #: The documented folder mode's pattern.
 DEFAULT_PATTERN = "*.nii.gz"
+#: Why a temporary file of nimask (``.nimask-tmp-...``) is not an input.
+TEMPORARY_REASON = ("a temporary file of nimask (of a run writing here, or left by a stopped "
+                    "one), not an input")
 _SPECIAL_KINDS = (
     (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
     (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -311,6 +309,8 @@ def entry_problem(path: Path, name: str, is_dir: bool, mode: int | None) -> str 
     ``mode`` is the entry's ``st_mode`` with links followed (``None``: broken link, kept
     as an input that fails with its reason).
     """
+    if TEMP_MARKER in name:
+        return TEMPORARY_REASON
     if name.startswith("._"):
         return "macOS resource-fork file, not a volume"
     if is_dir:
@@ -365,8 +365,6 @@ def _scan_tree(folder: Path, compiled: _Pattern, exclude: Sequence[Path],
                 stack.append((Path(entry.path), parts))
             target = "/".join(parts) if compiled.on_path else name
             if not compiled.regex.match(target):
-                continue
-            if TEMP_MARKER in name:
                 continue
             split = split_volume_name(name)
             if split is None:

@@ -69,6 +69,7 @@ from . import nifti
 from .nifti import NiftiInfo, read_descrip, read_volume, write_mask
 
 __all__ = [
+    "INPUT_KEY",
     "OUTPUT_FORMATS",
     "PROVENANCE_KEY",
     "VOLUME_FORMATS",
@@ -84,6 +85,7 @@ __all__ = [
     "read_case",
     "read_dicom_case",
     "read_header_fields",
+    "read_mask_input_token",
     "read_provenance",
     "read_seg_provenance",
     "seg_path",
@@ -113,6 +115,9 @@ VOLUME_FORMATS: dict[str, str] = {
 OUTPUT_FORMATS = ("nii.gz", "same", "nrrd", "mha", "nii", "dicom-seg")
 #: Key of nimask's provenance in NRRD and MetaImage masks.
 PROVENANCE_KEY = "nimask_provenance"
+#: Key of the input's identity (:meth:`nimask.io.nifti.InputIdentity.token`) in NRRD and
+#: MetaImage masks, and in the ``"nimask"`` block of a MINC mask's JSON sidecar.
+INPUT_KEY = "nimask_input"
 
 # Mask extension per input format for output_format="same": detached headers (.nhdr, .mhd)
 # give one attached file (.nrrd, .mha), so that a mask is one file renamed into place.  A
@@ -319,6 +324,31 @@ def read_provenance(mask_path: str | os.PathLike[str]) -> str | None:
             return None
         block = doc.get("nimask") if isinstance(doc, dict) else None
         text = block.get("provenance") if isinstance(block, dict) else None
+        return text if isinstance(text, str) else None
+    return None
+
+
+def read_mask_input_token(mask_path: str | os.PathLike[str]) -> str | None:
+    """The input identity recorded in a mask nimask wrote, ``None`` if there is none.
+
+    NIfTI: a NIfTI extension (:func:`nimask.io.nifti.read_input_token`); NRRD/MetaImage:
+    the :data:`INPUT_KEY` key; MINC: the JSON sidecar's ``nimask.input``.  A mask
+    written by an older nimask has none.
+    """
+    path = Path(mask_path)
+    fmt = volume_format(path)
+    if fmt in _NIFTI:
+        return nifti.read_input_token(path)
+    if fmt in ("nrrd", "nhdr", "mha", "mhd"):
+        fields = read_header_fields(path)
+        return None if fields is None else fields.get(INPUT_KEY)
+    if fmt == "mnc":
+        try:
+            doc = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        block = doc.get("nimask") if isinstance(doc, dict) else None
+        text = block.get("input") if isinstance(block, dict) else None
         return text if isinstance(text, str) else None
     return None
 
@@ -591,7 +621,19 @@ def _check_payload(path: Path, fmt: str, head: bytes, needed: int) -> None:
 
 
 def _reader(path: Path) -> sitk.ImageFileReader:
-    """A SimpleITK reader of ``path`` with the ImageIO of its extension."""
+    """A SimpleITK reader of ``path`` with the ImageIO of its extension.
+
+    Raises
+    ------
+    VolumeReadError
+        The path is not valid UTF-8: SimpleITK cannot take it (it would abort the
+        process).  NIfTI files are read through a link with a plain name instead
+        (:func:`nimask.io.nifti.read_volume`); other formats fail with this reason.
+    """
+    if not nifti.itk_can_name(path):
+        raise VolumeReadError(
+            "its path is not valid UTF-8, which SimpleITK cannot open (NIfTI files are "
+            "read through a link; rename this one)")
     fmt = volume_format(path)
     reader = sitk.ImageFileReader()
     if fmt in _IMAGE_IO:
@@ -687,13 +729,23 @@ def _geometry_problem(expected: sitk.Image, reader: sitk.ImageFileReader,
     return None
 
 
-def _write_itk(mask: sitk.Image, out_path: Path, fmt: str, metadata: Mapping[str, str]) -> None:
+def _write_itk(mask: sitk.Image, out_path: Path, fmt: str, metadata: Mapping[str, str],
+               extension: tuple[int, bytes] | None = None) -> None:
+    """Write ``mask`` with SimpleITK's writer, atomically, and check its geometry.
+
+    ``extension`` (NIfTI only): a ``(code, content)`` NIfTI extension added to the file
+    ITK wrote (:func:`nimask.io.nifti.insert_extension`).
+    """
     image = sitk.Image(mask)
     for key, value in metadata.items():
         image.SetMetaData(key, value)
     compress = fmt in ("nii.gz", "nrrd", "mha")
 
     def write(tmp: Path) -> None:
+        if not nifti.itk_can_name(tmp):
+            raise OutputError(
+                f"cannot write {nifti.safe_text(out_path.name)}: its folder's path is not "
+                "valid UTF-8, which SimpleITK cannot take")
         writer = sitk.ImageFileWriter()
         writer.SetImageIO(_IMAGE_IO[fmt])
         writer.SetFileName(str(tmp))
@@ -702,6 +754,8 @@ def _write_itk(mask: sitk.Image, out_path: Path, fmt: str, metadata: Mapping[str
             writer.Execute(image)
         except RuntimeError as exc:
             raise OutputError(f"ITK cannot write {out_path.name}: {_itk_message(exc)}") from exc
+        if extension is not None:
+            nifti.insert_extension(Path(tmp), *extension)
         reader = _reader(Path(tmp))
         reader.ReadImageInformation()
         problem = _geometry_problem(mask, reader, fmt)
@@ -714,7 +768,7 @@ def _write_itk(mask: sitk.Image, out_path: Path, fmt: str, metadata: Mapping[str
 
 
 def write_case_mask(mask: sitk.Image, volume: CaseVolume, out_path: Path,
-                    provenance: str) -> list[str]:
+                    provenance: str, input_token: str | None = None) -> list[str]:
     """Write ``mask`` to ``out_path`` (format from its extension), atomically, with provenance.
 
     Parameters
@@ -727,6 +781,10 @@ def write_case_mask(mask: sitk.Image, volume: CaseVolume, out_path: Path,
         ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha`` or ``.mnc``.
     provenance : str
         Text stored in the mask (see the module docstring).
+    input_token : str or None
+        The input's identity (:meth:`nimask.io.nifti.InputIdentity.token`), stored in a
+        NIfTI extension or under :data:`INPUT_KEY` (a MINC mask: in its sidecar, written
+        by the caller).
 
     Returns
     -------
@@ -744,15 +802,20 @@ def write_case_mask(mask: sitk.Image, volume: CaseVolume, out_path: Path,
     if fmt is None or fmt in ("nhdr", "mhd"):
         raise ParameterError(f"not a mask file name: {out_path.name}")
     if fmt in _NIFTI and volume.nifti is not None:
-        write_mask(mask, volume.nifti, out_path, provenance)
+        write_mask(mask, volume.nifti, out_path, provenance, input_token)
         return []
     if fmt in _NIFTI:
-        _write_itk(mask, out_path, fmt, {"ITK_FileNotes": provenance[:79]})
+        extension = None if input_token is None else (
+            nifti.INPUT_ID_ECODE, input_token.encode("ascii"))
+        _write_itk(mask, out_path, fmt, {"ITK_FileNotes": provenance[:79]}, extension)
         return []
     if fmt == "mnc":
         _write_itk(mask, out_path, fmt, {})
         return []
-    _write_itk(mask, out_path, fmt, {PROVENANCE_KEY: provenance})
+    metadata = {PROVENANCE_KEY: provenance}
+    if input_token is not None:
+        metadata[INPUT_KEY] = input_token
+    _write_itk(mask, out_path, fmt, metadata)
     family = "nrrd" if fmt == "nrrd" else "mha"
     source_family = {"nrrd": "nrrd", "nhdr": "nrrd", "mha": "mha", "mhd": "mha"}.get(
         volume.format)

@@ -5,13 +5,16 @@ renamed (:func:`nimask.io.atomic_write`).  Several runs may share one output
 folder at once (two shells, a local run beside a Dask batch), so each temporary
 file and each storage probe names its owner::
 
-    .<name>.nimask-tmp-<run>-<host>-<pid>-XXXXXXXX<suffix>    a mask being written
+    .nimask-tmp-<run>-<host>-<pid>-<tag>-XXXXXXXX<suffix>     a file being written
     .nimask-tmp-<run>-<host>-<pid>-shared                      an executor batch's probe
 
 ``<run>`` identifies one :func:`nimask.mask_dataset` call (8 hex digits),
 ``<host>`` the machine that wrote the file (6 hex digits of a hash of its host
-name) and ``<pid>`` the writing process.  :func:`cleanup_temporaries` removes a
-file only when its owner is gone: its process no longer runs on this machine, or
+name), ``<pid>`` the writing process and ``<tag>`` the final file's name
+(:func:`nimask.io.nifti.temporary_tag`, 8 hex digits: the temporary's name does
+not grow with the final name's, so any name the file system takes can be written).
+:func:`cleanup_temporaries` removes a file only when its owner is gone: its process
+no longer runs on this machine, or
 (at the end of a run) it belongs to that run.  A file written on another machine
 is never judged by a process id of this one: it is left alone unless it has not
 been modified for :data:`FOREIGN_STALE_SECONDS` (a probe of another machine is
