@@ -268,12 +268,12 @@ def mask_dataset(
     a mask whose worker was stopped after writing it but before reporting it.
 
     Each worker holds one volume at a time.  Its peak RSS is the interpreter
-    with nimask imported (about 138 MB) plus about 7 to 11 bytes per voxel for
+    with nimask imported (about 157 MB) plus about 5 to 7 bytes per voxel for
     float32 or int16 inputs (measured from ``VmHWM`` with
-    ``benchmarks/bench.py``: 9.9 B/voxel on a 256^3 float32 volume, 10.7 on a
-    256x256x108 int16 CT, 7.0 on a 512x512x300 int16 CT): the input image,
-    the threshold and closed masks, the transient read buffer, and the
-    connected-component labels of the report statistics.
+    ``benchmarks/bench.py``: 7.2 B/voxel on a 256^3 float32 volume, 5.6 on a
+    256x256x108 int16 CT, 5.1 on a 512x512x300 int16 CT): the input image,
+    the threshold and closed masks, and temporaries bounded to blocks of
+    1 Mi voxels.
 
     Raises
     ------
