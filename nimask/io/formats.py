@@ -54,7 +54,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -310,22 +310,7 @@ def read_provenance(mask_path: str | os.PathLike[str]) -> str | None:
     JSON sidecar's ``nimask.provenance``.  The text is returned as stored; whether it is
     nimask's full format is for :func:`nimask.batch.settings.parse_provenance` to say.
     """
-    path = Path(mask_path)
-    fmt = volume_format(path)
-    if fmt in _NIFTI:
-        return read_descrip(path)
-    if fmt in ("nrrd", "nhdr", "mha", "mhd"):
-        fields = read_header_fields(path)
-        return None if fields is None else fields.get(PROVENANCE_KEY)
-    if fmt == "mnc":
-        try:
-            doc = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        block = doc.get("nimask") if isinstance(doc, dict) else None
-        text = block.get("provenance") if isinstance(block, dict) else None
-        return text if isinstance(text, str) else None
-    return None
+    return _recorded(Path(mask_path), read_descrip, PROVENANCE_KEY, "provenance")
 
 
 def read_mask_input_token(mask_path: str | os.PathLike[str]) -> str | None:
@@ -335,20 +320,26 @@ def read_mask_input_token(mask_path: str | os.PathLike[str]) -> str | None:
     the :data:`INPUT_KEY` key; MINC: the JSON sidecar's ``nimask.input``.  A mask
     written by an older nimask has none.
     """
-    path = Path(mask_path)
+    return _recorded(Path(mask_path), nifti.read_input_token, INPUT_KEY, "input")
+
+
+def _recorded(path: Path, from_nifti: Callable[[Path], str | None], key: str,
+              sidecar_field: str) -> str | None:
+    """A text nimask recorded in a mask: NIfTI by ``from_nifti``, NRRD/MetaImage header
+    ``key``, MINC sidecar ``nimask.<sidecar_field>``; ``None`` when there is none."""
     fmt = volume_format(path)
     if fmt in _NIFTI:
-        return nifti.read_input_token(path)
+        return from_nifti(path)
     if fmt in ("nrrd", "nhdr", "mha", "mhd"):
         fields = read_header_fields(path)
-        return None if fields is None else fields.get(INPUT_KEY)
+        return None if fields is None else fields.get(key)
     if fmt == "mnc":
         try:
             doc = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         block = doc.get("nimask") if isinstance(doc, dict) else None
-        text = block.get("input") if isinstance(block, dict) else None
+        text = block.get(sidecar_field) if isinstance(block, dict) else None
         return text if isinstance(text, str) else None
     return None
 
