@@ -48,10 +48,13 @@ def write(
     return path
 
 
-def write_scaled(path: Path, raw: np.ndarray, slope: float, inter: float) -> Path:
-    """int16 data with ``scl_slope``/``scl_inter`` set (nibabel would rescale otherwise)."""
-    header = nib.Nifti1Header()
-    header.set_data_dtype(np.int16)
+def write_scaled(path: Path, raw: np.ndarray, slope: float, inter: float, *,
+                 dtype: object = "<i2", gzipped: bool = True) -> Path:
+    """``raw`` stored as ``dtype`` (default int16) with ``scl_slope``/``scl_inter`` set
+    (nibabel would rescale otherwise); the header in the data's byte order."""
+    stored = np.dtype(dtype)
+    header = nib.Nifti1Header(endianness=">" if stored.byteorder == ">" else "<")
+    header.set_data_dtype(stored)
     header.set_data_shape(raw.shape)
     header.set_sform(AFFINE, 1)
     header.set_qform(AFFINE, 1)
@@ -61,8 +64,8 @@ def write_scaled(path: Path, raw: np.ndarray, slope: float, inter: float) -> Pat
     buffer = io.BytesIO()
     header.write_to(buffer)
     buffer.write(b"\0" * (352 - buffer.tell()))
-    buffer.write(raw.astype("<i2").tobytes(order="F"))
-    path.write_bytes(gzip.compress(buffer.getvalue(), mtime=0))
+    buffer.write(raw.astype(stored).tobytes(order="F"))
+    path.write_bytes(gzip.compress(buffer.getvalue(), mtime=0) if gzipped else buffer.getvalue())
     return path
 
 

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from _nifti_fixtures import AFFINE, write
+from _nifti_fixtures import AFFINE, write, write_scaled
 from _otsu_rule import exact_rule_threshold
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -368,22 +368,6 @@ def test_direct_read_of_floats_only_where_itk_does_not_rescale(
     assert (spy.paths == [path]) is direct
 
 
-def _raw_nifti(path: Path, raw: np.ndarray, slope: float, inter: float, gzipped: bool) -> Path:
-    """A NIfTI-1 file holding ``raw`` as stored, with ``scl_slope``/``scl_inter`` as given."""
-    order = raw.dtype.byteorder
-    header = nib.Nifti1Header(endianness=">" if order == ">" else "<")
-    header.set_data_dtype(raw.dtype)
-    header.set_data_shape(raw.shape)
-    header.set_qform(AFFINE, 1)
-    header.set_sform(AFFINE, 1)
-    header["scl_slope"] = slope
-    header["scl_inter"] = inter
-    header["vox_offset"] = 352
-    data = header.binaryblock + b"\0" * 4 + raw.tobytes(order="F")
-    path.write_bytes(gzip.compress(data, 1) if gzipped else data)
-    return path
-
-
 @pytest.mark.parametrize("dtype", ["i1", "u1", "<i2", ">i2", "<u2", "<i4", ">i4", "<u4", "<i8",
                                    "<u8"])
 @pytest.mark.parametrize(("slope", "inter"), [
@@ -401,8 +385,8 @@ def test_direct_read_of_scaled_integers_equals_itk_read(
     low, high = max(int(info.min), -2**62), min(int(info.max), 2**62)
     raw = rng.integers(low, high, size=(9, 8, 7), dtype=native, endpoint=True).astype(dtype)
     raw.flat[:4] = [info.min, info.max, 0, info.max - 1]  # the extremes and 0
-    path = _raw_nifti(tmp_path / ("v.nii.gz" if gzipped else "v.nii"), raw, slope, inter,
-                      gzipped)
+    path = write_scaled(tmp_path / ("v.nii.gz" if gzipped else "v.nii"), raw, slope, inter,
+                        dtype=dtype, gzipped=gzipped)
     header = io.inspect_nifti(path).header
     scaled = io._must_rescale(header)
     expect_direct = not scaled or native.itemsize <= 4
@@ -425,9 +409,12 @@ def test_direct_read_of_scaled_integers_equals_itk_read(
 
 def test_rescaling_by_blocks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     raw = np.arange(-5000, 5000, dtype=np.int32).reshape(10, 10, 100) * 7919
-    whole = io._rescaled_float32(raw, 0.37, -12.5)
+    whole = np.empty(raw.shape, np.float32)
+    io._rescaled_float32_into(whole, raw, 0.37, -12.5)
     monkeypatch.setattr(io, "_BLOCK", 333)
-    assert np.array_equal(io._rescaled_float32(raw, 0.37, -12.5), whole)
+    blocks = np.empty(raw.shape, np.float32)
+    io._rescaled_float32_into(blocks, raw, 0.37, -12.5)
+    assert np.array_equal(blocks, whole)
     expected = (raw.astype(np.float32).astype(np.float64) * 0.37 - 12.5).astype(np.float32)
     assert np.array_equal(whole, expected)
 

@@ -846,12 +846,7 @@ def _must_rescale(header: Any) -> bool:
     (``FIXED_FLOAT``) and ITK takes a slope within machine epsilon of 0 as 1.
     """
     eps = float(np.finfo(np.float64).eps)
-    slope = float(header["scl_slope"])
-    inter = float(header["scl_inter"])
-    slope = slope if math.isfinite(slope) else 0.0
-    inter = inter if math.isfinite(inter) else 0.0
-    if abs(slope) < eps:
-        slope = 1.0
+    slope, inter = _scaling(header)
     return abs(slope) > eps and (abs(slope - 1.0) > eps or abs(inter) > eps)
 
 
@@ -896,21 +891,15 @@ def _direct_kind(info: NiftiInfo) -> str | None:
 _BLOCK = 1 << 20
 
 
-def _rescaled_float32(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
-    """``float32(float64(float32(raw)) * slope + inter)``, ITK's NIfTI rescaling.
+def _rescaled_float32_into(out: np.ndarray, raw: np.ndarray, slope: float, inter: float) -> None:
+    """``float32(float64(float32(raw)) * slope + inter)``, ITK's NIfTI rescaling, into ``out``.
 
     ITK's ``NiftiImageIO`` converts the stored integers to its float32 output
     buffer, then rescales each voxel in double precision and stores the result
     as float32 (beyond the float32 range: +-inf, refused afterwards by
-    :func:`_check_scaling_overflow` as for ITK's own read).
+    :func:`_check_scaling_overflow` as for ITK's own read).  ``out`` is float32
+    of ``raw``'s shape; the work goes block by block (bounded temporaries).
     """
-    out = np.empty(raw.shape, dtype=np.float32)
-    _rescaled_float32_into(out, raw, slope, inter)
-    return out
-
-
-def _rescaled_float32_into(out: np.ndarray, raw: np.ndarray, slope: float, inter: float) -> None:
-    """:func:`_rescaled_float32` written into ``out`` (float32, ``raw``'s shape), by blocks."""
     flat_in = raw.reshape(-1)
     flat_out = out.reshape(-1)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -962,7 +951,7 @@ def _read_voxels(info: NiftiInfo) -> tuple[sitk.Image, list[str]] | None:
     (:func:`_must_rescale`), except that its NIfTI reader replaces NaN/Inf by 0
     (niftilib), which nimask has to undo anyway (:func:`_restore_nonfinite`);
     for integers of at most 32 bits that it rescales, they are
-    :func:`_rescaled_float32` of the stored ones.  So the voxels are read here,
+    :func:`_rescaled_float32_into` of the stored ones.  So the voxels are read here,
     in the one decompression that also verifies the gzip stream to its end,
     straight into the image's own buffer (no copy), before ITK sees the file;
     :func:`_direct_image` adds ITK's geometry.  The result is the same image as
