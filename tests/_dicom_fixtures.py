@@ -172,3 +172,19 @@ def ct_volume(shared_data: Path, shrink: int = 2) -> sitk.Image:
     if shrink > 1:
         image = sitk.Shrink(image, (shrink, shrink, 1))
     return image
+
+
+def write_oblique_ct_series(folder: Path, shared_data: Path,
+                            direction: Sequence[float]) -> list[Path]:
+    """The real CT (shrunk 4x) sampled on 20 oblique 3 mm slices, as one series in ``folder``.
+
+    ``direction``: a row-major 3x3 rotation whose first two columns are the
+    slices' row and column directions (e.g. conftest's ``OBLIQUE``).
+    """
+    ct = ct_volume(shared_data, shrink=4)
+    m = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    orientation = tuple(np.concatenate((m[:, 0], m[:, 1])))
+    _, _, normal = axes(orientation)
+    positions = [np.array([-60.0, 40.0, -30.0]) + i * 3.0 * normal for i in range(20)]
+    slices = plane_slices(ct, positions, orientation, (60, 56), (3.5, 3.5), thickness=3.0)
+    return write_series(folder, slices, intercept=-1024, description="oblique head")

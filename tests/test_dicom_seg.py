@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from _dicom_fixtures import axes, ct_volume, plane_slices, write_series
+from _dicom_fixtures import write_oblique_ct_series
 from conftest import OBLIQUE
 
 from nimask._version import __version__
@@ -74,14 +74,8 @@ def _references(seg) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def oblique_series(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> DicomSeries:
-    ct = ct_volume(shared_data, shrink=4)
-    m = np.asarray(OBLIQUE).reshape(3, 3)
-    orientation = tuple(np.concatenate((m[:, 0], m[:, 1])))
-    _, _, normal = axes(orientation)
-    positions = [np.array([-60.0, 40.0, -30.0]) + i * 3.0 * normal for i in range(20)]
-    slices = plane_slices(ct, positions, orientation, (60, 56), (3.5, 3.5), thickness=3.0)
     folder = tmp_path_factory.mktemp("oblique")
-    write_series(folder, slices, intercept=-1024, description="oblique head")
+    write_oblique_ct_series(folder, shared_data, OBLIQUE)
     (series,) = find_series(folder).series
     return series
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from _dicom_fixtures import axes, ct_volume, plane_slices, write_series
+from _dicom_fixtures import ct_volume, write_oblique_ct_series
 from click.testing import CliRunner
 from conftest import OBLIQUE
 
@@ -30,15 +30,8 @@ STEM = "PAT01_20240131_7_oblique_head"
 @pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """A DICOM export: one oblique CT series of 20 slices written by SimpleITK."""
-    ct = ct_volume(shared_data, shrink=4)
-    m = np.asarray(OBLIQUE).reshape(3, 3)
-    orientation = tuple(np.concatenate((m[:, 0], m[:, 1])))
-    _, _, normal = axes(orientation)
-    positions = [np.array([-60.0, 40.0, -30.0]) + i * 3.0 * normal for i in range(20)]
-    slices = plane_slices(ct, positions, orientation, (60, 56), (3.5, 3.5), thickness=3.0)
     folder = tmp_path_factory.mktemp("export")
-    write_series(folder / "study" / "series", slices, intercept=-1024,
-                 description="oblique head")
+    write_oblique_ct_series(folder / "study" / "series", shared_data, OBLIQUE)
     return folder
 
 
