@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nimask.core import masking
+from nimask.core import otsu as otsu_module
 from nimask.core.otsu import histogram_edges, itk_otsu_threshold, otsu, otsu_from_histogram
 from nimask.evidence.report import LARGE_COMPONENT_FRACTION, mask_statistics
 from nimask.io import nifti as io
@@ -479,3 +480,61 @@ def test_shared_volumes_exact(shared_data: Path) -> None:
         _same_masks(as_float)
         checked += 1
     assert checked >= 8
+
+
+def _search_counts(array: np.ndarray) -> tuple[list[int], tuple]:
+    """Per-bin counts by binary search over ITK's cut points, and the counter's arguments."""
+    vmin, vmax = array.min().item(), array.max().item()
+    if array.dtype.kind == "f":
+        vmin, vmax = float(vmin), float(vmax)
+    lower, upper = otsu_module._itk_range(array.dtype, vmin, vmax, 128)
+    mins, _ = histogram_edges(lower, upper, 128)
+    cuts = otsu_module._cut_points(mins, array.dtype, vmin, vmax)
+    counts = otsu_module._count_by_search(array, None, cuts.astype(array.dtype), 128)
+    return counts, (cuts, array.dtype, (vmin, vmax), lower, upper, 128)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(volumes())
+def test_both_guess_corrections_count_as_the_binary_search(array: np.ndarray) -> None:
+    # The one-sided and the two-sided corrected guesses, wherever their check
+    # accepts them, bin every voxel as a binary search over the cut points.
+    if array.min() == array.max() or otsu(array).rule != "itk":
+        return
+    if array.dtype.itemsize == 8 and array.dtype.kind in "iu" and max(
+            abs(int(array.min())), abs(int(array.max()))) >= 2**53:
+        return  # binned as doubles, through otsu()'s float64 copy
+    expected, args = _search_counts(array)
+    for one_sided in (True, False):
+        counter = otsu_module._cut_counter(*args, one_sided=one_sided)
+        if counter is not None:
+            assert counter(array.reshape(-1)).tolist() == expected
+
+
+@pytest.mark.parametrize("kind", ["float32", "float32 with NaN", "int16", "int32 wide"])
+def test_counting_threads_give_itk_threshold_on_a_large_volume(kind: str) -> None:
+    # Over 2**21 voxels the counts are taken in parallel parts: the threshold
+    # is ITK's with 1, 2 and 3 counting threads.
+    rng = np.random.default_rng(5)
+    shape = (40, 256, 250)  # 2.56 M voxels: not a whole number of blocks per part
+    head = rng.random(shape) < 0.45
+    values = np.where(head, rng.normal(900, 180, shape), rng.normal(30, 12, shape))
+    finite = None
+    if kind.startswith("float32"):
+        array = values.astype(np.float32)
+        if kind.endswith("NaN"):
+            array[rng.random(shape) < 0.01] = np.nan
+            finite = np.isfinite(array)
+    elif kind == "int16":
+        array = values.astype(np.int16)
+    else:
+        array = (values * 3000).astype(np.int32)  # range beyond the per-value count
+    reference = itk_threshold(array, finite)
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    try:
+        for threads in (1, 2, 3):
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+            assert otsu_module.counting_threads() == threads
+            assert itk_otsu_threshold(array, finite) == reference
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
