@@ -119,60 +119,97 @@ def _rows(kernel: np.ndarray) -> tuple[tuple[int, int, int], list[tuple[int, int
 
 
 def _shift_or(out: np.ndarray, src: np.ndarray, k: int, tmp: np.ndarray) -> None:
-    """``out |= src`` moved by ``k`` voxels along x (bit order: x = 64*word + bit).
+    """``out |= src`` moved by ``k`` bits along the flat word array (bit ``64*word + bit``).
 
-    ``k > 0`` moves towards higher x, ``k < 0`` towards lower x; bits shifted in
-    from outside the array are 0.  ``tmp`` is scratch space of ``src``'s shape.
+    ``k > 0`` moves towards higher bits, ``k < 0`` towards lower bits; bits shifted
+    in from outside the array are 0.  All three arrays are 1D, ``tmp`` is scratch
+    space of ``src``'s size.  On a packed ``(Z, Y, W)`` mask flattened, a row's
+    bits move into the next or previous row when ``|k|`` exceeds the row's zero
+    padding: the caller pads every row by at least ``|k|`` bits (see
+    :func:`_dilate`).
     """
     n_words = src.shape[-1]
     q, b = divmod(abs(k), _WORD_BITS)
     if q >= n_words:
         return
     if k > 0:
-        dst, lo = out[..., q:], src[..., : n_words - q]
-        carry_dst, carry_src = out[..., q + 1 :], src[..., : n_words - q - 1]
+        dst, lo = out[q:], src[: n_words - q]
+        carry_dst, carry_src = out[q + 1 :], src[: n_words - q - 1]
     else:
-        dst, lo = out[..., : n_words - q], src[..., q:]
-        carry_dst, carry_src = out[..., : n_words - q - 1], src[..., q + 1 :]
+        dst, lo = out[: n_words - q], src[q:]
+        carry_dst, carry_src = out[: n_words - q - 1], src[q + 1 :]
     if b == 0:
         dst |= lo
         return
     up, down = (np.left_shift, np.right_shift) if k > 0 else (np.right_shift, np.left_shift)
-    t = tmp[..., : lo.shape[-1]]
+    t = tmp[: lo.shape[-1]]
     up(lo, np.uint64(b), out=t)
     dst |= t
     if carry_src.shape[-1]:
-        t = tmp[..., : carry_src.shape[-1]]
+        t = tmp[: carry_src.shape[-1]]
         down(carry_src, np.uint64(_WORD_BITS - b), out=t)
         carry_dst |= t
 
 
 def _dilate(words: np.ndarray, rows: list[tuple[int, int, int]]) -> np.ndarray:
-    """Dilation of a packed ``(Z, Y, W)`` mask by the kernel rows; zero outside."""
+    """Dilation of a packed ``(Z, Y, W)`` mask by the kernel rows; zero outside.
+
+    Exact wherever the result is used: on the whole array when every row of
+    ``words`` has at least ``max h`` zero bits at each end (bits moved along x
+    then only cross into the padding of the next row), and otherwise (the
+    complement's dilation in :func:`_close_words`) on every voxel at least
+    ``max h`` bits from a row's ends.  The moves along y and z act on the
+    ``(Z, Y*W)`` view: a move by ``dy`` rows is one of ``dy*W`` words there,
+    with the same bounds, so every slice is long and contiguous.
+    """
+    nz, ny, n_words = words.shape
+    flat = words.reshape(-1)
     heights = sorted({h for _, _, h in rows})
-    tmp = np.empty_like(words)
+    tmp = np.empty_like(flat)
     by_height: dict[int, np.ndarray] = {}
-    current = words
+    current = flat
     done = 0
     for h in heights:
         if h > done:
-            current = current.copy() if current is words else current
+            current = current.copy() if current is flat else current
             for k in range(done + 1, h + 1):
-                _shift_or(current, words, k, tmp)
-                _shift_or(current, words, -k, tmp)
+                _shift_or(current, flat, k, tmp)
+                _shift_or(current, flat, -k, tmp)
             done = h
         by_height[h] = current if h == heights[-1] else current.copy()
-    nz, ny = words.shape[:2]
-    out = np.zeros_like(words)
-    for dz, dy, h in rows:
-        src = by_height[h]
-        # out[z, y] |= src[z + dz, y + dy] wherever both are inside
+    del tmp
+    plane = ny * n_words
+    out = np.zeros((nz, plane), dtype=words.dtype)
+
+    def add(target: np.ndarray, dz: int, dy: int, h: int) -> None:
+        # target[z, y] |= by_height[h][z + dz, y + dy] wherever both are inside
+        src = by_height[h].reshape(nz, plane)
         z0, z1 = max(0, -dz), min(nz, nz - dz)
-        y0, y1 = max(0, -dy), min(ny, ny - dy)
-        if z0 >= z1 or y0 >= y1:
+        p0, p1 = max(0, -dy) * n_words, min(ny, ny - dy) * n_words
+        if z0 < z1 and p0 < p1:
+            shift = dy * n_words
+            target[z0:z1, p0:p1] |= src[z0 + dz : z1 + dz, p0 + shift : p1 + shift]
+
+    # z offsets whose rows (dy, h) are the same (a ball's slices near its centre)
+    # share one 2D dilation, moved along z once per offset
+    discs: dict[tuple[tuple[int, int], ...], list[int]] = {}
+    for dz in sorted({dz for dz, _, _ in rows}):
+        disc = tuple(sorted((dy, h) for d, dy, h in rows if d == dz))
+        discs.setdefault(disc, []).append(dz)
+    for disc, offsets in discs.items():
+        if len(disc) * len(offsets) <= len(disc) + len(offsets):
+            for dz in offsets:
+                for dy, h in disc:
+                    add(out, dz, dy, h)
             continue
-        out[z0:z1, y0:y1] |= src[z0 + dz : z1 + dz, y0 + dy : y1 + dy]
-    return out
+        shared = np.zeros_like(out)
+        for dy, h in disc:
+            add(shared, 0, dy, h)
+        for dz in offsets:
+            z0, z1 = max(0, -dz), min(nz, nz - dz)
+            if z0 < z1:
+                out[z0:z1] |= shared[z0 + dz : z1 + dz]
+    return out.reshape(words.shape)
 
 
 def _close_words(words: np.ndarray, rows: list[tuple[int, int, int]]) -> np.ndarray:
