@@ -46,6 +46,7 @@ from ..io.formats import (
     write_sidecar,
 )
 from ..io.nifti import (
+    IdentityJob,
     InputIdentity,
     input_identity,
     inspect_nifti,
@@ -307,19 +308,23 @@ def process_file(
         return result
     seg_written: Path | None = None
     files = _input_files(case)
+    hashing: IdentityJob | None = None
     try:
-        identity = input_identity(files)
-        sidecar = sidecar_fields(case, settings, identity.token())
+        identity: InputIdentity | None = None
         if skip_existing:
+            identity = input_identity(files)
             problem = existing_mask_problem(case, out_path, settings, identity)
             if problem is None and seg:
                 problem = seg_problem(case, out_path, settings)
             if problem is None:
-                _keep_existing(result, case, out_path, settings, sidecar)
+                _keep_existing(result, case, out_path, settings,
+                               sidecar_fields(case, settings, identity.token()))
                 result.seconds = time.perf_counter() - start
                 return result
             if problem != "no mask yet":
                 result.notes.append(f"mask made again: {problem}")
+        else:
+            hashing = IdentityJob(files)  # hashed beside the read, on another core
         _make_folder(out_path.parent, Path(output_dir))
         loaded = read_case(case)
         result.notes.extend(loaded.notes)
@@ -330,6 +335,11 @@ def process_file(
                 f"{outcome.nonfinite_voxels} NaN/Inf voxels set to background"
             )
         stats = mask_statistics(outcome.mask)
+        if hashing is not None:
+            identity = hashing.result()
+        if identity is None:  # pragma: no cover - one of the two branches above set it
+            raise VolumeReadError("the input's hash was not computed")
+        sidecar = sidecar_fields(case, settings, identity.token())
         if not unchanged_since(files, identity):
             raise VolumeReadError("the input file changed while it was being read (replaced "
                                   "or rewritten during the run)")
@@ -368,6 +378,9 @@ def process_file(
         result.error = reason(exc)
         if seg_written is not None:
             seg_written.unlink(missing_ok=True)  # no SEG left for a failed case
+    finally:
+        if hashing is not None:
+            hashing.join()  # no thread outlives the case
     result.seconds = time.perf_counter() - start
     return result
 

@@ -39,6 +39,7 @@ import shutil
 import stat
 import struct
 import tempfile
+import threading
 import types
 import zlib
 from collections.abc import Iterator, Sequence
@@ -54,16 +55,20 @@ from ..exceptions import InvalidVolumeError, OutputError, ParameterError, Volume
 from .tempfiles import TEMP_MARKER, cleanup_temporaries, owner_tag, publish_refusal
 
 _inflate: types.ModuleType
-try:  # Intel ISA-L's inflate: the same bytes as zlib's, about twice as fast
+_GzipWriter: Any
+try:  # Intel ISA-L: inflate twice as fast as zlib's, deflate of a mask 6x faster
     from isal import isal_zlib as _inflate
+    from isal.igzip import IGzipFile as _GzipWriter
 except ImportError:  # pragma: no cover - isal is a dependency; zlib still works
     _inflate = zlib
+    _GzipWriter = gzip.GzipFile
 _INFLATE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _inflate.error)
 
 __all__ = [
     "INPUT_ID_ECODE",
     "INPUT_ID_PREFIX",
     "TEMP_MARKER",
+    "IdentityJob",
     "InputIdentity",
     "LoadedVolume",
     "NiftiInfo",
@@ -492,19 +497,33 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
 
 
 def _file_digest(path: str | os.PathLike[str]) -> tuple[int, str, tuple[int, int, int, int]]:
-    digest = hashlib.sha256()
     with open_regular(path) as fh:
-        before = os.fstat(fh.fileno())
-        buffer = bytearray(_CHUNK)
-        view = memoryview(buffer)
-        size = 0
-        try:
-            while n := fh.readinto(buffer):
-                digest.update(view[:n])
-                size += n
-        except OSError as exc:
-            raise VolumeReadError(f"cannot read: {exc.strerror or exc}") from exc
+        return _digest_open(fh)
+
+
+def _digest_open(fh: io.BufferedReader) -> tuple[int, str, tuple[int, int, int, int]]:
+    """Size, SHA-256 and stat key of an open file, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    before = os.fstat(fh.fileno())
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    size = 0
+    try:
+        while n := fh.readinto(buffer):
+            digest.update(view[:n])
+            size += n
+    except OSError as exc:
+        raise VolumeReadError(f"cannot read: {exc.strerror or exc}") from exc
     return size, digest.hexdigest(), _stat_key(before)
+
+
+def _identity(parts: list[tuple[int, str, tuple[int, int, int, int]]]) -> InputIdentity:
+    size = sum(part[0] for part in parts)
+    if len(parts) == 1:
+        digest = parts[0][1]
+    else:
+        digest = hashlib.sha256("".join(f"{part[1]}\n" for part in parts).encode()).hexdigest()
+    return InputIdentity(size, digest, tuple(part[2] for part in parts))
 
 
 def input_identity(
@@ -522,13 +541,61 @@ def input_identity(
         A file is not a regular file, or not readable.
     """
     files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    parts = [_file_digest(path) for path in files]
-    size = sum(part[0] for part in parts)
-    if len(parts) == 1:
-        digest = parts[0][1]
-    else:
-        digest = hashlib.sha256("".join(f"{part[1]}\n" for part in parts).encode()).hexdigest()
-    return InputIdentity(size, digest, tuple(part[2] for part in parts))
+    return _identity([_file_digest(path) for path in files])
+
+
+class IdentityJob:
+    """:func:`input_identity` computed in a thread while the caller reads the volume.
+
+    The files are opened (and checked to be regular files) at once, in the
+    calling thread, so a file that cannot be opened fails here as it does in
+    :func:`input_identity`; the hashing itself runs in a thread (``hashlib``
+    and file reads release the GIL), which :meth:`result` joins.  Call
+    :meth:`result` (or :meth:`join`) before returning: no thread is left behind.
+
+    Raises
+    ------
+    VolumeReadError
+        A file is not a regular file, or cannot be opened.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        self._handles: list[io.BufferedReader] = []
+        try:
+            for path in paths:
+                self._handles.append(open_regular(path))
+        except BaseException:
+            self._close()
+            raise
+        self._value: InputIdentity | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="nimask-hash", daemon=True)
+        self._thread.start()
+
+    def _close(self) -> None:
+        for fh in self._handles:
+            fh.close()
+
+    def _run(self) -> None:
+        try:
+            self._value = _identity([_digest_open(fh) for fh in self._handles])
+        except BaseException as exc:  # re-raised by result() in the caller's thread
+            self._error = exc
+        finally:
+            self._close()
+
+    def join(self) -> None:
+        """Wait for the hashing to end."""
+        self._thread.join()
+
+    def result(self) -> InputIdentity:
+        """The identity (waits for the hashing); raises what the hashing raised."""
+        self.join()
+        if self._error is not None:
+            raise self._error
+        if self._value is None:  # pragma: no cover - _run sets one of the two
+            raise VolumeReadError("the input's hash was not computed")
+        return self._value
 
 
 def unchanged_since(
@@ -546,8 +613,8 @@ def insert_extension(path: Path, ecode: int, content: bytes) -> None:
     """Add a NIfTI extension to a NIfTI-1 file without one (written by ITK), in place.
 
     The header is kept byte for byte except ``vox_offset`` and the extension flag;
-    the voxels follow the extension.  A gzip file is compressed again (level 1,
-    no time stamp, as nimask's own NIfTI masks: the same bytes every time).
+    the voxels follow the extension.  A gzip file is compressed again (ISA-L,
+    level 1, no time stamp, as nimask's own NIfTI masks: the same bytes every time).
 
     Raises
     ------
@@ -573,7 +640,7 @@ def insert_extension(path: Path, ecode: int, content: bytes) -> None:
     header = bytearray(data[:348])
     header[108:112] = struct.pack(f"{endian}f", float(352 + esize))
     out = bytes(header) + b"\x01\x00\x00\x00" + extension + data[max(vox_offset, 352):]
-    Path(path).write_bytes(gzip.compress(out, compresslevel=1, mtime=0) if gzipped else out)
+    Path(path).write_bytes(_gzip_bytes(out) if gzipped else out)
 
 
 def read_input_token(path: str | os.PathLike[str]) -> str | None:
@@ -1219,9 +1286,10 @@ def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str,
     The file is the header of ``mask_header``, the extension flag, the
     input's identity ``input_token`` (:meth:`InputIdentity.token`) as a NIfTI
     extension (code :data:`INPUT_ID_ECODE`, ``NIFTI_ECODE_COMMENT``) when given,
-    and the voxels; a name ending in ``.gz`` is gzip-compressed as nibabel writes
-    ``.nii.gz`` (level 1, no name, mtime 0: the same mask gives the same
-    bytes), any other name (``.nii``) is written plain.  The data go to a
+    and the voxels; a name ending in ``.gz`` is gzip-compressed (Intel ISA-L's
+    deflate, level 1, no name, mtime 0: the same mask gives the same bytes; on a
+    mask about 6 times faster than zlib's level 1 and about 15 % smaller), any
+    other name (``.nii``) is written plain.  The data go to a
     temporary file in the same folder which is flushed, fsync'ed and renamed
     over ``out_path``; on any failure the temporary file is removed and
     ``out_path`` is left as it was.
@@ -1244,6 +1312,14 @@ def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str,
     atomic_write(out_path, lambda tmp: _save_mask_file(contents, tmp))
 
 
+def _gzip_bytes(data: bytes) -> bytes:
+    """``data`` as one gzip member, as nimask compresses its masks (level 1, mtime 0)."""
+    buffer = io.BytesIO()
+    with _GzipWriter(filename="", mode="wb", compresslevel=1, fileobj=buffer, mtime=0) as out:
+        out.write(data)
+    return buffer.getvalue()
+
+
 def _extension(ecode: int, content: bytes, endian: str) -> bytes:
     """One NIfTI-1 extension: size, code, content padded with NULs to a multiple of 16."""
     esize = -(-(8 + len(content)) // 16) * 16
@@ -1262,11 +1338,11 @@ class _MaskFile:
 
 
 def _save_mask_file(contents: _MaskFile, path: Path) -> None:
-    """Write a single-file NIfTI-1, gzip-compressed as nibabel does (level 1, mtime 0)."""
+    """Write a single-file NIfTI-1, gzip-compressed by ISA-L (level 1, no name, mtime 0)."""
     with open(path, "wb") as raw:
         out: Any = raw
         if contents.gzipped:
-            out = gzip.GzipFile(filename="", mode="wb", compresslevel=1, fileobj=raw, mtime=0)
+            out = _GzipWriter(filename="", mode="wb", compresslevel=1, fileobj=raw, mtime=0)
         with out:
             out.write(contents.header)
             if contents.extension:
