@@ -304,3 +304,49 @@ def test_a_single_volume_starts_no_process(tmp_path: Path, thread: bool) -> None
     # or more): one process per worker.
     workers = min(2, usable_cpus())
     assert counts == [["1", "0"], ["2", str(workers if workers > 1 else 0)]]
+
+
+_THREADS_JOINED = """\
+import sys, threading
+import numpy as np, SimpleITK as sitk
+started, forks = [], []
+sys.addaudithook(lambda event, args: forks.append(event) if event == "os.fork" else None)
+_start = threading.Thread.start
+def start(self):  # observe the threads nimask starts (names), nothing else changes
+    started.append(self.name)
+    _start(self)
+threading.Thread.start = start
+from nimask import generate_brain_mask_dataset, mask_dataset
+from nimask.batch.pool import start_method
+rng = np.random.default_rng(0)
+shape = (60, 200, 200)  # 2.4 M voxels: Otsu counts in parallel parts
+head = rng.random(shape) < 0.4
+image = sitk.GetImageFromArray(np.where(head, rng.normal(800, 90, shape),
+                                        rng.normal(20, 5, shape)).astype(np.float32))
+for name in ("a", "b"):
+    sitk.WriteImage(image, f"{{sys.argv[1]}}/two/{{name}}.nii.gz")
+sitk.WriteImage(image, f"{{sys.argv[1]}}/one/a.nii.gz")
+generate_brain_mask_dataset(f"{{sys.argv[1]}}/one", f"{{sys.argv[1]}}/out_one")
+print(sorted(set(started)), threading.active_count(), start_method(), len(forks))
+mask_dataset(f"{{sys.argv[1]}}/two", f"{{sys.argv[1]}}/out_two", workers=2, progress=False)
+print(len(forks))
+"""
+
+
+@LINUX
+@pytest.mark.slow
+def test_a_volume_masked_in_this_process_leaves_no_thread_and_workers_still_fork(
+        tmp_path: Path) -> None:
+    # The input's hash and Otsu's counts run in threads; they end with the
+    # volume, so the next batch still forks its workers (no thread alive).
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    proc = subprocess.run([sys.executable, "-c", _THREADS_JOINED.format(), str(tmp_path)],
+                          capture_output=True, text=True, timeout=HANG_GUARD)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()[-2:]
+    # a run in this process gives ITK (and the counting) every usable CPU
+    names = "['nimask-hash', 'nimask-otsu']" if usable_cpus() > 1 else "['nimask-hash']"
+    assert first == f"{names} 1 fork 0"
+    assert second == "2"
+    assert len(list((tmp_path / "out_two").glob("*_mask.nii.gz"))) == 2
