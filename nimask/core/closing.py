@@ -226,7 +226,8 @@ def _close_words(words: np.ndarray, rows: list[tuple[int, int, int]]) -> np.ndar
 _UNPACK_SLAB = 8
 
 
-def close_with_kernel(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def close_with_kernel(mask: np.ndarray, kernel: np.ndarray, *,
+                      out: np.ndarray | None = None) -> np.ndarray:
     """Closing of a ``(z, y, x)`` mask by a symmetric kernel, safe-border semantics.
 
     Parameters
@@ -236,20 +237,27 @@ def close_with_kernel(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     kernel : numpy.ndarray
         Boolean 3D array with odd sizes, symmetric about its centre, each row
         along x a centred segment (balls and ellipsoids are).
+    out : numpy.ndarray or None
+        Keyword-only.  A zero-filled ``uint8`` array of ``mask``'s shape to write
+        the result into (e.g. the buffer of a new image); only the voxels of the
+        result's bounding box are written.  ``None``: a new array.
 
     Returns
     -------
     numpy.ndarray
-        ``uint8`` array of ``mask``'s shape with values in {0, 1}: the closing
-        on an unbounded background, restricted to the array (what ITK's closing
-        with the safe border on gives).
+        ``uint8`` array of ``mask``'s shape with values in {0, 1} (``out`` when
+        given): the closing on an unbounded background, restricted to the array
+        (what ITK's closing with the safe border on gives).
     """
     mask = np.asarray(mask)
     if mask.ndim != 3:
         raise ValueError(f"mask must be 3D, got {mask.ndim}D")
     (rz, ry, rx), rows = _rows(kernel)
     nx = mask.shape[2]
-    out = np.zeros(mask.shape, dtype=np.uint8)
+    if out is None:
+        out = np.zeros(mask.shape, dtype=np.uint8)
+    elif out.shape != mask.shape or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 of shape {mask.shape}, got {out.dtype} {out.shape}")
     if mask.size == 0:
         return out
     packed = np.packbits(mask, axis=-1, bitorder="little")  # (Z, Y, ceil(X/8))

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 
 from ..exceptions import InvalidVolumeError, ParameterError
 from . import closing
+from .images import new_image
 from .otsu import otsu
 
 __all__ = [
@@ -626,7 +627,9 @@ def close_mask(
         if radius_mm is None:
             return _close_itk(mask, radius)
         raise InvalidVolumeError("closing_radius_mm needs a mask with values in {0, 1}")
-    closed = sitk.GetImageFromArray(closing.close_with_kernel(view, kernel))
+    closed, buffer = new_image(view.shape, np.dtype(np.uint8))
+    closing.close_with_kernel(view, kernel, out=buffer)
+    del buffer
     closed.CopyInformation(mask)
     return closed
 

@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import closing
+from .images import new_image
 from .masking import (
     MaskOutcome,
     _as_image,
@@ -67,8 +68,13 @@ def compute_mask(
     else:
         # the 0/1 array goes straight into the closing, no intermediate image
         kernel = _closing_kernel(image.GetSpacing(), radius, radius_mm)
-        array = mask.view(np.uint8) if kernel is None else closing.close_with_kernel(mask, kernel)
-        closed = _as_image(array, image)
+        if kernel is None:
+            closed = _as_image(mask.view(np.uint8), image)
+        else:  # written straight into the mask image's own buffer
+            closed, buffer = new_image(mask.shape, np.dtype(np.uint8))
+            closing.close_with_kernel(mask, kernel, out=buffer)
+            del buffer
+            closed.CopyInformation(image)
     return replace(outcome, mask=closed)
 
 

@@ -28,7 +28,6 @@ atomic: a temporary file in the output folder, then a rename.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gzip
 import hashlib
 import io
@@ -51,6 +50,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from ..core.images import new_image
 from ..exceptions import InvalidVolumeError, OutputError, ParameterError, VolumeReadError
 from .tempfiles import TEMP_MARKER, cleanup_temporaries, owner_tag, publish_refusal
 
@@ -986,31 +986,6 @@ def _nonfinite_to_nan(flat: np.ndarray) -> None:
             block[nonfinite] = np.nan
 
 
-_SITK_PIXEL: dict[str, int] = {
-    "i1": sitk.sitkInt8, "u1": sitk.sitkUInt8, "i2": sitk.sitkInt16, "u2": sitk.sitkUInt16,
-    "i4": sitk.sitkInt32, "u4": sitk.sitkUInt32, "i8": sitk.sitkInt64, "u8": sitk.sitkUInt64,
-    "f4": sitk.sitkFloat32, "f8": sitk.sitkFloat64,
-}
-
-
-def _new_image(shape_zyx: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[sitk.Image, np.ndarray]:
-    """A new image of ``dtype`` and a writable ``(z, y, x)`` array over its own buffer.
-
-    SimpleITK only hands out read-only views, so the array is made over the
-    buffer's address (the image owns the memory: the array must not outlive it).
-    Voxels are then written once, in place, instead of being built in numpy and
-    copied by ``GetImageFromArray``: one volume-sized buffer less at the peak.
-    """
-    native = dtype.newbyteorder("=")
-    image = sitk.Image([int(n) for n in shape_zyx[::-1]], _SITK_PIXEL[native.str[1:]])
-    image.MakeUnique()
-    view = sitk.GetArrayViewFromImage(image)
-    address = view.__array_interface__["data"][0]
-    memory = (ctypes.c_char * view.nbytes).from_address(address)
-    array = np.frombuffer(memoryview(memory), dtype=native).reshape(shape_zyx)
-    return image, array
-
-
 def _read_voxels(info: NiftiInfo) -> tuple[sitk.Image, list[str]] | None:
     """The voxels of a volume nimask reads itself, as an image; ``None``: ITK reads it.
 
@@ -1036,10 +1011,10 @@ def _read_voxels(info: NiftiInfo) -> tuple[sitk.Image, list[str]] | None:
     if kind == "int-scaled":
         # the stored integers in a scratch buffer, the float32 image made from them
         target = np.empty(n_bytes, dtype=np.uint8)
-        image, array = _new_image(shape_zyx, np.dtype(np.float32))
+        image, array = new_image(shape_zyx, np.dtype(np.float32))
     else:
         # the stored voxels straight into the image's own buffer
-        image, array = _new_image(shape_zyx, dtype)
+        image, array = new_image(shape_zyx, dtype)
         target = array.reshape(-1).view(np.uint8)
     try:
         ending = _read_stream(info.path, info.gzipped, start, target, info.payload_end)
