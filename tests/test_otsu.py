@@ -506,9 +506,9 @@ def test_both_guess_corrections_count_as_the_binary_search(array: np.ndarray) ->
         return  # binned as doubles, through otsu()'s float64 copy
     expected, args = _search_counts(array)
     for one_sided in (True, False):
-        counter = otsu_module._cut_counter(*args, one_sided=one_sided)
-        if counter is not None:
-            assert counter(array.reshape(-1)).tolist() == expected
+        make = otsu_module._cut_counter(*args, one_sided=one_sided)
+        if make is not None:
+            assert make()(array.reshape(-1)).tolist() == expected
 
 
 @pytest.mark.parametrize("kind", ["float32", "float32 with NaN", "int16", "int32 wide"])

@@ -78,16 +78,17 @@ native integers, never with a rounded ``double``.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
+
+from .threads import run_parallel, work_threads
 
 __all__ = ["OTSU_CHUNK", "OtsuResult", "itk_otsu_threshold", "otsu"]
 
@@ -233,18 +234,15 @@ def _cut_points(mins: list[float], dtype: np.dtype[Any], vmin: float,
 #: Fewest voxels per thread: below ``2 * _MIN_PART`` voxels the counting runs in one thread.
 _MIN_PART = 1 << 20
 
+#: Counts of one block of voxels (a closure owning scratch buffers: one per thread).
 Counter = Callable[[np.ndarray], np.ndarray]
+#: Makes a :data:`Counter` (each thread calls it once).
+CounterFactory = Callable[[], Counter]
 
 
 def counting_threads() -> int:
-    """Threads used to count voxels: ITK's global default number of threads.
-
-    nimask's batch runs set that number to ``usable CPUs // workers`` in each
-    worker, so the counting threads never oversubscribe the machine; a caller
-    of the core functions controls it as for ITK's own filters
-    (``sitk.ProcessObject.SetGlobalDefaultNumberOfThreads``).
-    """
-    return max(1, int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()))
+    """Threads used to count voxels (:func:`nimask.core.threads.work_threads`)."""
+    return work_threads()
 
 
 def _blocks(array: np.ndarray, mask: np.ndarray | None) -> Iterator[np.ndarray]:
@@ -257,52 +255,36 @@ def _blocks(array: np.ndarray, mask: np.ndarray | None) -> Iterator[np.ndarray]:
         yield block
 
 
-def _sum_blocks(count: Counter, array: np.ndarray, mask: np.ndarray | None,
+def _sum_blocks(make: CounterFactory, array: np.ndarray, mask: np.ndarray | None,
                 length: int) -> np.ndarray:
+    count = make()
     total = np.zeros(length, dtype=np.int64)
     for block in _blocks(array, mask):
         total += count(block)
     return total
 
 
-def _count(count: Counter, array: np.ndarray, mask: np.ndarray | None,
+def _count(make: CounterFactory, array: np.ndarray, mask: np.ndarray | None,
            length: int) -> np.ndarray:
-    """The sum of ``count(block)`` over the (masked) voxels, in :func:`counting_threads` threads.
+    """The sum of the counts of every block of (masked) voxels, in :func:`counting_threads` threads.
 
-    The voxels are split into contiguous parts, one per thread (numpy releases
-    the GIL in the work of each block); the counts are integers, so their sum
-    does not depend on the split.  The threads are joined before returning.
+    The voxels are split into contiguous parts, one per thread, each counted by
+    its own counter from ``make()`` (numpy releases the GIL in the work of each
+    block); the counts are integers, so their sum does not depend on the split.
+    The threads are joined before returning.
     """
     flat = array.reshape(-1)
     flat_mask = None if mask is None else mask.reshape(-1)
     parts = min(counting_threads(), flat.size // _MIN_PART)
     if parts < 2:
-        return _sum_blocks(count, flat, flat_mask, length)
+        return _sum_blocks(make, flat, flat_mask, length)
     step = -(-flat.size // parts // OTSU_CHUNK) * OTSU_CHUNK  # whole blocks per part
-    bounds = [(lo, min(lo + step, flat.size)) for lo in range(0, flat.size, step)]
-    results: list[np.ndarray | None] = [None] * len(bounds)
-    errors: list[BaseException] = []
-
-    def work(i: int) -> None:
-        lo, hi = bounds[i]
-        try:
-            results[i] = _sum_blocks(count, flat[lo:hi],
-                                     None if flat_mask is None else flat_mask[lo:hi], length)
-        except BaseException as exc:  # re-raised in the calling thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,), name="nimask-otsu", daemon=True)
-               for i in range(1, len(bounds))]
-    for thread in threads:
-        thread.start()
-    try:
-        work(0)
-    finally:
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
-    return np.sum([r for r in results if r is not None], axis=0)
+    tasks = [
+        functools.partial(_sum_blocks, make, flat[lo : lo + step],
+                          None if flat_mask is None else flat_mask[lo : lo + step], length)
+        for lo in range(0, flat.size, step)
+    ]
+    return np.sum(run_parallel(tasks, "nimask-otsu"), axis=0)
 
 
 def _count_small_ints(array: np.ndarray, mask: np.ndarray | None, vmin: int, vmax: int,
@@ -315,16 +297,22 @@ def _count_small_ints(array: np.ndarray, mask: np.ndarray | None, vmin: int, vma
     wide = array.dtype.itemsize == 8
     offset = array.dtype.type(vmin)
 
-    def count(block: np.ndarray) -> np.ndarray:
-        if wide:
-            # v - vmin in the voxels' own 64-bit type: exact, 0 <= v - vmin < span
-            offsets = np.subtract(block, offset).astype(np.intp, copy=False)
-        else:
-            offsets = block.astype(np.intp)
-            offsets -= vmin
-        return np.bincount(offsets, minlength=span)
+    def make() -> Counter:
+        # v - vmin: in the voxels' own 64-bit type (exact, 0 <= v - vmin < span,
+        # the same bits as an intp), else computed in intp
+        scratch = np.empty(OTSU_CHUNK, dtype=array.dtype if wide else np.intp)
 
-    per_value = _count(count, array, mask, span)
+        def count(block: np.ndarray) -> np.ndarray:
+            out = scratch[: block.size]
+            if wide:
+                np.subtract(block, offset, out=out)
+                return np.bincount(out.view(np.intp), minlength=span)
+            np.subtract(block, vmin, out=out, dtype=np.intp)
+            return np.bincount(out, minlength=span)
+
+        return count
+
+    per_value = _count(make, array, mask, span)
     cumulative = np.concatenate(([0], np.cumsum(per_value)))
     below = [0, *(int(cumulative[c - vmin]) for c in cuts), int(cumulative[-1])]
     return [below[j + 1] - below[j] for j in range(len(below) - 1)]
@@ -336,10 +324,11 @@ def _count_by_search(array: np.ndarray, mask: np.ndarray | None, cuts: np.ndarra
 
     ``cuts`` must be of the array's own type (exact comparisons).
     """
-    def count(block: np.ndarray) -> np.ndarray:
-        return np.bincount(np.searchsorted(cuts, block, side="right"), minlength=n_bins)
+    def make() -> Counter:
+        return lambda block: np.bincount(np.searchsorted(cuts, block, side="right"),
+                                         minlength=n_bins)
 
-    return [int(c) for c in _count(count, array, mask, n_bins)]
+    return [int(c) for c in _count(make, array, mask, n_bins)]
 
 
 def _approx_index(values: np.ndarray, origin: Any, scale: Any, n_bins: int) -> np.ndarray:
@@ -358,8 +347,8 @@ _SHRINK = 2.0 ** -16
 
 def _cut_counter(cuts: np.ndarray, dtype: np.dtype[Any], value_range: tuple[float, float],
                  lower: float, upper: float, n_bins: int, *,
-                 one_sided: bool = True) -> Counter | None:
-    """A per-block counter with bin(v) = number of cut points <= v, or ``None``.
+                 one_sided: bool = True) -> CounterFactory | None:
+    """Makes per-block counters with bin(v) = number of cut points <= v, or ``None``.
 
     Works in the voxel type for floats and in float64 (exact below 2**53) for
     integers.  A guess of each voxel's bin, ``int((v - lower) * scale)``, is
@@ -391,16 +380,30 @@ def _cut_counter(cuts: np.ndarray, dtype: np.dtype[Any], value_range: tuple[floa
         off = truth - _approx_index(ends, origin, scale, n_bins)
     if one_sided and np.all((below >= 0) & (below <= 1)):
 
-        def count(block: np.ndarray) -> np.ndarray:
-            values = block.astype(work_type, copy=False)
-            work = np.subtract(values, origin)
-            work *= shrunk
-            index = work.astype(np.intp)  # 0 <= index < n_bins (checked above)
-            np.take(high_edges, index, mode="wrap", out=work)  # each voxel's next cut point
-            index += values >= work
-            return np.bincount(index, minlength=n_bins)
+        def make_one_sided() -> Counter:
+            work = np.empty(OTSU_CHUNK, dtype=work_type)
+            index = np.empty(OTSU_CHUNK, dtype=np.intp)
+            above = np.empty(OTSU_CHUNK, dtype=bool)
+            converted = None if dtype.type is work_type else np.empty(OTSU_CHUNK, work_type)
 
-        return count
+            def count(block: np.ndarray) -> np.ndarray:
+                n = block.size
+                values = block
+                if converted is not None:  # integers, exact in float64
+                    values = converted[:n]
+                    np.copyto(values, block, casting="unsafe")
+                w, i, a = work[:n], index[:n], above[:n]
+                np.subtract(values, origin, out=w)
+                np.multiply(w, shrunk, out=w)
+                np.copyto(i, w, casting="unsafe")  # truncation: 0 <= i < n_bins (checked)
+                np.take(high_edges, i, mode="wrap", out=w)  # each voxel's next cut point
+                np.greater_equal(values, w, out=a)
+                np.add(i, a, out=i)
+                return np.bincount(i, minlength=n_bins)
+
+            return count
+
+        return make_one_sided
     if np.all(np.abs(off) <= 1):
         low_edges = np.concatenate(([-np.inf], edges)).astype(work_type)
 
@@ -411,7 +414,7 @@ def _cut_counter(cuts: np.ndarray, dtype: np.dtype[Any], value_range: tuple[floa
             index += values >= high_edges[index]
             return np.bincount(index, minlength=n_bins)
 
-        return count_both
+        return lambda: count_both
     return None
 
 

@@ -10,6 +10,8 @@ when their x-intervals share a voxel, which is ITK's
 never touch (a gap separates them).  The components are found by union-find
 over runs (hooking plus pointer jumping, vectorized), so the work after the
 single pass over the voxels grows with the number of runs, not of voxels.
+The pass over the voxels and the search for touching runs use up to
+:func:`nimask.core.threads.work_threads` threads (ITK's number of threads).
 
 The equality with ``ConnectedComponent`` + ``RelabelComponent`` is tested on
 random masks (hypothesis) and on every real volume of the test data.
@@ -17,14 +19,21 @@ random masks (hypothesis) and on every real volume of the test data.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..core.threads import run_parallel, work_threads
 
 __all__ = ["MaskRuns", "component_sizes", "mask_runs"]
 
 #: Voxels handled at a time by :func:`mask_runs` (bounds its temporary arrays).
 _BLOCK_VOXELS = 1 << 20
+#: Fewest voxels per thread in :func:`mask_runs`.
+_MIN_PART_VOXELS = 1 << 21
+#: Fewest runs for the two neighbour directions to be searched in two threads.
+_MIN_PARALLEL_RUNS = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -80,13 +89,27 @@ def mask_runs(fg: np.ndarray) -> MaskRuns:
         raise ValueError(f"mask_runs needs a 3D array, got {fg.ndim}D")
     nz, ny, nx = fg.shape
     rows = fg.reshape(nz * ny, nx)
+    # contiguous row ranges, one per thread (numpy releases the GIL)
+    parts = max(1, min(work_threads(), rows.size // _MIN_PART_VOXELS))
+    step = -(-rows.shape[0] // parts) if rows.shape[0] else 1
+    found = run_parallel([functools.partial(_row_runs, rows, lo, min(lo + step, rows.shape[0]))
+                          for lo in range(0, max(rows.shape[0], 1), step)], "nimask-stats")
+    return MaskRuns((nz, ny, nx), *(np.concatenate([f[k] for f in found]).astype(np.int64)
+                                    for k in range(3)))
+
+
+def _row_runs(rows: np.ndarray, begin: int, end: int) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray]:
+    """Row index, start and stop of the runs in ``rows[begin:end]``."""
+    nx = rows.shape[1]
     width = nx + 2
     # rows a block at a time: the padded copy stays small whatever the volume
     step = max(1, _BLOCK_VOXELS // width)
-    padded = np.zeros((min(step, rows.shape[0]), width), dtype=np.bool_)
-    parts_row, parts_start, parts_stop = [], [], []
-    for first_row in range(0, rows.shape[0], step):
-        block = rows[first_row : first_row + step]
+    padded = np.zeros((max(0, min(step, end - begin)), width), dtype=np.bool_)
+    parts_row, parts_start, parts_stop = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)], [
+        np.zeros(0, np.intp)]
+    for first_row in range(begin, end, step):
+        block = rows[first_row : min(first_row + step, end)]
         pad = padded[: block.shape[0]]
         # a background voxel before and after every row: every run starts and
         # ends inside its own row of the flat array
@@ -99,8 +122,8 @@ def mask_runs(fg: np.ndarray) -> MaskRuns:
         parts_row.append(row + first_row)
         parts_start.append(first - row * width - 1)
         parts_stop.append(edges[1::2] + 1 - row * width - 1)
-    return MaskRuns((nz, ny, nx), *(np.concatenate(p).astype(np.int64)
-                                    for p in (parts_row, parts_start, parts_stop)))
+    return (np.concatenate(parts_row), np.concatenate(parts_start),
+            np.concatenate(parts_stop))
 
 
 def _neighbour_edges(runs: MaskRuns, offset: int, same_slice: bool) -> tuple[np.ndarray,
@@ -165,8 +188,12 @@ def component_sizes(runs: MaskRuns) -> list[int]:
     if n == 0:
         return []
     ny = runs.shape[1]
-    uy, vy = _neighbour_edges(runs, 1, same_slice=True)
-    uz, vz = _neighbour_edges(runs, ny, same_slice=False)
+    pairs = [functools.partial(_neighbour_edges, runs, 1, True),
+             functools.partial(_neighbour_edges, runs, ny, False)]
+    if work_threads() < 2 or n < _MIN_PARALLEL_RUNS:
+        (uy, vy), (uz, vz) = (pair() for pair in pairs)
+    else:  # the two neighbour directions in two threads
+        (uy, vy), (uz, vz) = run_parallel(pairs, "nimask-stats")
     roots = _roots(n, np.concatenate([uy, uz]), np.concatenate([vy, vz]))
     sizes = np.bincount(roots, weights=runs.lengths, minlength=n)
     found = sizes[sizes > 0].astype(np.int64)
