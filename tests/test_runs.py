@@ -123,4 +123,5 @@ def test_runs_and_components_in_threads_equal_itk(threads: int) -> None:
     assert sizes == itk_sizes(array)
     per_x, per_y, per_z = runs.per_axis_counts()
     assert per_x.tolist() == array.sum(axis=(0, 1)).tolist()
+    assert per_y.tolist() == array.sum(axis=(0, 2)).tolist()
     assert per_z.tolist() == array.sum(axis=(1, 2)).tolist()

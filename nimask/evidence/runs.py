@@ -126,18 +126,20 @@ def _row_runs(rows: np.ndarray, begin: int, end: int) -> tuple[np.ndarray, np.nd
             np.concatenate(parts_stop))
 
 
-def _neighbour_edges(runs: MaskRuns, offset: int, same_slice: bool) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
-    """Pairs ``(i, j)`` of runs in rows ``r`` and ``r + offset`` whose x-intervals overlap."""
+def _neighbour_edges(runs: MaskRuns, keys: tuple[np.ndarray, np.ndarray], offset: int,
+                     same_slice: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` of runs in rows ``r`` and ``r + offset`` whose x-intervals overlap.
+
+    ``keys`` are :func:`_run_keys` of ``runs``.
+    """
     nz, ny, nx = runs.shape
     row, start, stop = runs.row, runs.start, runs.stop
+    key_start, key_last = keys
+    width = nx + 1
     target = row + offset
     valid = target < nz * ny
     if same_slice:  # y + 1 must stay in the same z slice
         valid &= (row % ny) != ny - 1
-    width = nx + 1
-    key_start = row * width + start
-    key_last = row * width + (stop - 1)
     i = np.flatnonzero(valid)
     base = target[i] * width
     # first run of the target row ending at or after our start,
@@ -145,17 +147,25 @@ def _neighbour_edges(runs: MaskRuns, offset: int, same_slice: bool) -> tuple[np.
     lo = np.searchsorted(key_last, base + start[i], side="left")
     hi = np.searchsorted(key_start, base + stop[i] - 1, side="right")
     count = hi - lo
-    keep = count > 0
-    i, lo, count = i[keep], lo[keep], count[keep]
-    if i.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    src = np.repeat(i, count)
-    # j = lo, lo + 1, ..., lo + count - 1 for each i
-    offsets = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count,
-                                                                        count)
-    dst = np.repeat(lo, count) + offsets
-    return src, dst
+    one = count == 1  # the usual case: one run touches
+    src, dst = [i[one]], [lo[one]]
+    many = count > 1
+    if many.any():
+        i, lo, count = i[many], lo[many], count[many]
+        src.append(np.repeat(i, count))
+        # j = lo, lo + 1, ..., lo + count - 1 for each i
+        offsets = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(
+            np.cumsum(count) - count, count)
+        dst.append(np.repeat(lo, count) + offsets)
+    return (np.concatenate(src).astype(np.int64, copy=False),
+            np.concatenate(dst).astype(np.int64, copy=False))
+
+
+def _run_keys(runs: MaskRuns) -> tuple[np.ndarray, np.ndarray]:
+    """Sort keys of the runs' first and last voxels: ``row * (nx + 1) + x`` (ascending)."""
+    width = runs.shape[2] + 1
+    key_row = runs.row * width
+    return key_row + runs.start, key_row + (runs.stop - 1)
 
 
 def _roots(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -188,8 +198,9 @@ def component_sizes(runs: MaskRuns) -> list[int]:
     if n == 0:
         return []
     ny = runs.shape[1]
-    pairs = [functools.partial(_neighbour_edges, runs, 1, True),
-             functools.partial(_neighbour_edges, runs, ny, False)]
+    keys = _run_keys(runs)
+    pairs = [functools.partial(_neighbour_edges, runs, keys, 1, True),
+             functools.partial(_neighbour_edges, runs, keys, ny, False)]
     if work_threads() < 2 or n < _MIN_PARALLEL_RUNS:
         (uy, vy), (uz, vz) = (pair() for pair in pairs)
     else:  # the two neighbour directions in two threads
