@@ -530,11 +530,18 @@ def test_counting_threads_give_itk_threshold_on_a_large_volume(kind: str) -> Non
     else:
         array = (values * 3000).astype(np.int32)  # range beyond the per-value count
     reference = itk_threshold(array, finite)
+    image = sitk.GetImageFromArray(array)
+    expected = array > (int(reference) if array.dtype.kind in "iu" else reference)
     previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     try:
         for threads in (1, 2, 3):
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
             assert otsu_module.counting_threads() == threads
             assert itk_otsu_threshold(array, finite) == reference
+            # the range, the counts and the voxel comparison, each in threads
+            assert masking.otsu_threshold(image) == reference
+            outcome = masking.threshold_mask(image)
+            np.testing.assert_array_equal(sitk.GetArrayViewFromImage(outcome.mask), expected)
+            assert outcome.nonfinite_voxels == (0 if finite is None else int((~finite).sum()))
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)

@@ -14,6 +14,7 @@ spacing and direction pass through unchanged:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from ..exceptions import InvalidVolumeError, ParameterError
 from . import closing
 from .images import new_image
 from .otsu import otsu
+from .threads import run_parallel, work_threads
 
 __all__ = [
     "MAX_RADIUS_VOXELS",
@@ -248,9 +250,30 @@ def _above_in_pixel_type(pixel_id: int, value: int | float) -> int | float:
     return float(np.nextafter(float(value), np.inf))
 
 
+#: Fewest voxels per thread for the passes of :func:`_min_max` and :func:`_in_window`.
+_MIN_PART = 1 << 21
+
+
+def _parts(size: int, block: int) -> list[tuple[int, int]]:
+    """Contiguous ``[begin, end)`` ranges of whole blocks, one per work thread."""
+    parts = max(1, min(work_threads(), size // _MIN_PART))
+    step = max(block, -(-size // parts // block) * block)
+    return [(lo, min(lo + step, size)) for lo in range(0, size, step)] or [(0, 0)]
+
+
+def _min_max(array: np.ndarray) -> tuple[Any, Any]:
+    """``(array.min(), array.max())`` as numpy scalars (NaN if any voxel is), in threads."""
+    flat = array.reshape(-1)
+    found = run_parallel([functools.partial(lambda a: (a.min(), a.max()), flat[lo:hi])
+                          for lo, hi in _parts(flat.size, _WINDOW_BLOCK)], "nimask-range")
+    lows = np.array([f[0] for f in found], dtype=array.dtype)
+    highs = np.array([f[1] for f in found], dtype=array.dtype)
+    return lows.min(), highs.max()  # NaN propagates as in one pass
+
+
 def _finite_range(array: np.ndarray) -> tuple[float, float, np.ndarray | None]:
     """Min and max of the finite voxels, and a finite-voxel mask when any is not finite."""
-    lo, hi = array.min(), array.max()
+    lo, hi = _min_max(array)
     if np.isfinite(lo) and np.isfinite(hi):
         return float(lo), float(hi), None
     finite = np.isfinite(array)
@@ -309,7 +332,8 @@ def otsu_threshold(image: sitk.Image, *, method: str = "fast") -> float:
         vmin, vmax, finite_mask = _finite_range(view)
         value_range: tuple[int | float, int | float] = (vmin, vmax)
     else:
-        value_range = (view.min().item(), view.max().item())
+        low, high = _min_max(view)
+        value_range = (low.item(), high.item())
     return float(_otsu_value(image, view, finite_mask, value_range, method))
 
 
@@ -363,15 +387,20 @@ def _in_window(view: np.ndarray, pixel_id: int, low: int | float, high: int | fl
         return np.ones(view.shape, dtype=bool)
     inside = np.empty(view.shape, dtype=bool)
     flat_in, flat_out = view.reshape(-1), inside.reshape(-1)
-    for start in range(0, flat_in.size, _WINDOW_BLOCK):  # bounded temporaries
-        block = flat_in[start : start + _WINDOW_BLOCK]
-        out = flat_out[start : start + _WINDOW_BLOCK]
-        if check_low:
-            np.greater_equal(block, lo, out=out)
-            if check_high:
-                out &= np.less_equal(block, hi)
-        else:
-            np.less_equal(block, hi, out=out)
+
+    def compare(begin: int, end: int) -> None:
+        for start in range(begin, end, _WINDOW_BLOCK):  # bounded temporaries
+            stop = min(start + _WINDOW_BLOCK, end)
+            block, out = flat_in[start:stop], flat_out[start:stop]
+            if check_low:
+                np.greater_equal(block, lo, out=out)
+                if check_high:
+                    out &= np.less_equal(block, hi)
+            else:
+                np.less_equal(block, hi, out=out)
+
+    run_parallel([functools.partial(compare, lo_, hi_)
+                  for lo_, hi_ in _parts(flat_in.size, _WINDOW_BLOCK)], "nimask-window")
     return inside
 
 
@@ -414,7 +443,7 @@ def _threshold(
     if pixel_id in _FLOAT_TYPES:
         if window is None:
             vmin, vmax, finite_mask = _finite_range(view)
-        elif not (np.isfinite(view.min()) and np.isfinite(view.max())):
+        elif not all(np.isfinite(_min_max(view))):
             finite_mask = np.isfinite(view)
         if finite_mask is not None:
             nonfinite = int(finite_mask.size - np.count_nonzero(finite_mask))
@@ -435,7 +464,8 @@ def _threshold(
 
     if pixel_id in _INTEGER_TYPES:
         # the voxels' own integers: 2**62 and 2**62 + 1 are one double but two values
-        vmin, vmax = view.min().item(), view.max().item()
+        low, high = _min_max(view)
+        vmin, vmax = low.item(), high.item()
     if vmin == vmax:
         raise InvalidVolumeError(
             f"constant volume (every finite voxel is {vmin:g}): Otsu's threshold is "
