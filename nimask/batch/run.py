@@ -268,12 +268,12 @@ def mask_dataset(
     a mask whose worker was stopped after writing it but before reporting it.
 
     Each worker holds one volume at a time.  Its peak RSS is the interpreter
-    with nimask imported (about 157 MB) plus about 5 to 7 bytes per voxel for
+    with nimask imported (about 157 MB) plus about 5 to 7.5 bytes per voxel for
     float32 or int16 inputs (measured from ``VmHWM`` with
-    ``benchmarks/bench.py``: 7.2 B/voxel on a 256^3 float32 volume, 5.6 on a
-    256x256x108 int16 CT, 5.1 on a 512x512x300 int16 CT): the input image,
+    ``benchmarks/bench.py``: 7.3 B/voxel on a 256^3 float32 volume, 6.1 on a
+    256x256x108 int16 CT, 4.9 on a 512x512x300 int16 CT): the input image,
     the threshold and closed masks, and temporaries bounded to blocks of
-    1 Mi voxels.
+    1 Mi voxels (per thread).
 
     Raises
     ------

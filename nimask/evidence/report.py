@@ -50,6 +50,7 @@ import io
 import json
 import math
 import os
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,9 +281,11 @@ def robust_z(values: Sequence[float]) -> list[float]:
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         return []
-    med = float(np.median(x))
+    # statistics.median: the same value as np.median (mean of the two middle values),
+    # without the import of numpy.ma that np.median makes on its first call
+    med = statistics.median(x.tolist())
     dev = np.abs(x - med)
-    mad = float(np.median(dev))
+    mad = statistics.median(dev.tolist())
     if mad > 0:
         z = 0.6745 * (x - med) / mad
     else:
