@@ -6,7 +6,8 @@ Run from a checkout with nimask installed::
     python benchmarks/bench.py --quick    # 128^3 head + real CT, 2 rounds, small batches
     python benchmarks/bench.py --big-ct   # also a 512x512x300 CT-like volume
 
-Every run of every variant is a fresh Python process; the variants are
+Every run of every variant is a fresh Python process, started after ``os.sync()``
+(no write-back of an earlier run's files during it); the variants are
 interleaved round by round and the medians are reported.  Seconds are measured
 inside the process around the work (interpreter start-up excluded); peak RSS is
 each process's ``VmHWM`` (read from ``/proc/<pid>/status`` while it runs, for
@@ -208,6 +209,9 @@ class _PeakWatcher:
 
 
 def _run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    # the previous run's written files reach the disk first: their write-back must not
+    # run during this measurement (the old io_floor writes hundreds of MB)
+    os.sync()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     watcher = _PeakWatcher(proc.pid)
