@@ -1262,8 +1262,9 @@ def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str,
     input's identity ``input_token`` (:meth:`InputIdentity.token`) as a NIfTI
     extension (code :data:`INPUT_ID_ECODE`, ``NIFTI_ECODE_COMMENT``) when given,
     and the voxels; a name ending in ``.gz`` is gzip-compressed (Intel ISA-L's
-    deflate, level 1, no name, mtime 0: the same mask gives the same bytes; on a
-    mask about 6 times faster than zlib's level 1 and about 15 % smaller), any
+    deflate, level 1, no name, mtime 0: the same mask gives the same bytes with a
+    given ISA-L version and CPU family, as zlib's output is fixed for a given zlib;
+    on a mask about 6 times faster than zlib's level 1 and about 15 % smaller), any
     other name (``.nii``) is written plain.  The data go to a
     temporary file in the same folder which is flushed, fsync'ed and renamed
     over ``out_path``; on any failure the temporary file is removed and
