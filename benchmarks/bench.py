@@ -122,13 +122,12 @@ def _child(variant: str, src: str, out: str, workers: int) -> dict[str, Any]:
         t = [time.perf_counter()]
         loaded = io.read_volume(src)
         t.append(time.perf_counter())
-        threshold, _ = masking._threshold(loaded.image, None, "fast")
-        if not isinstance(threshold, np.ndarray):  # the fast method gives an array
+        binary, _ = masking._threshold(loaded.image, None, "fast")
+        if not isinstance(binary, np.ndarray):  # the fast method gives an array
             raise SystemExit("breakdown: expected the threshold as an array")
-        mask = threshold
         t.append(time.perf_counter())
-        closed, buffer = new_image(mask.shape, np.dtype(np.uint8))
-        closing.close_with_kernel(mask, closing.ball_kernel(3), out=buffer)
+        closed, buffer = new_image(binary.shape, np.dtype(np.uint8))
+        closing.close_with_kernel(binary, closing.ball_kernel(3), out=buffer)
         closed.CopyInformation(loaded.image)
         del buffer
         t.append(time.perf_counter())
