@@ -43,7 +43,7 @@ approximate bin index that is never above the true bin and at most one below
 (checked on the cut points themselves), corrected by one comparison with the
 next cut point (else by a two-sided correction, else by a binary search over
 the cut points).  The counts are integers: they are taken in several threads
-(:func:`counting_threads`, ITK's global default number of threads) over
+(:func:`nimask.core.threads.work_threads`, ITK's global default number of threads) over
 contiguous parts of the volume and added, with the same result.
 
 Where ITK's histogram is degenerate: the exact rule
@@ -266,7 +266,7 @@ def _sum_blocks(make: CounterFactory, array: np.ndarray, mask: np.ndarray | None
 
 def _count(make: CounterFactory, array: np.ndarray, mask: np.ndarray | None,
            length: int) -> np.ndarray:
-    """The sum of the counts of every block of (masked) voxels, in :func:`counting_threads` threads.
+    """The sum of the counts of every block of (masked) voxels, in ``counting_threads()`` threads.
 
     The voxels are split into contiguous parts, one per thread, each counted by
     its own counter from ``make()`` (numpy releases the GIL in the work of each

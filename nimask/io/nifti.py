@@ -550,8 +550,8 @@ class IdentityJob:
     The files are opened (and checked to be regular files) at once, in the
     calling thread, so a file that cannot be opened fails here as it does in
     :func:`input_identity`; the hashing itself runs in a thread (``hashlib``
-    and file reads release the GIL), which :meth:`result` joins.  Call
-    :meth:`result` (or :meth:`join`) before returning: no thread is left behind.
+    and file reads release the GIL), which ``result()`` joins.  Call
+    ``result()`` (or ``join()``) before returning: no thread is left behind.
 
     Raises
     ------
