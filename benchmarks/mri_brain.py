@@ -28,7 +28,7 @@ Volumes (each skipped with a message when absent):
 
 Tuning set (the constants of :mod:`nimask.core.skullstrip` were chosen on
 these only): ``colin27`` and ``mni2009c`` at their native grids, and for the
-inferior cut ``mni2009c`` at 1 mm (see ``docs/mri_brain.md``).
+lower core (step 6a) ``mni2009c`` at 1 mm (see ``docs/mri_brain.md``).
 
 Run: ``NIMASK_SHARED_DATA=/work/shared/data python benchmarks/mri_brain.py``; extra
 arguments keep only the rows whose ``volume variant`` starts with one of them, e.g.
