@@ -28,9 +28,11 @@ Volumes (each skipped with a message when absent):
 
 Tuning set (the constants of :mod:`nimask.core.skullstrip` were chosen on
 these only): ``colin27`` and ``mni2009c`` at their native grids, and for the
-inferior cut ``mni2009c`` at 1 mm (see ``docs/mri_brain.md``).
+lower core (step 6a) ``mni2009c`` at 1 mm (see ``docs/mri_brain.md``).
 
-Run: ``NIMASK_SHARED_DATA=/work/shared/data python benchmarks/mri_brain.py``.
+Run: ``NIMASK_SHARED_DATA=/work/shared/data python benchmarks/mri_brain.py``; extra
+arguments keep only the rows whose ``volume variant`` starts with one of them, e.g.
+``python benchmarks/mri_brain.py avg152 "colin27 native"``.
 """
 
 from __future__ import annotations
@@ -170,7 +172,8 @@ def dice(a: sitk.Image, b: sitk.Image) -> float:
     return 2.0 * np.count_nonzero(x & y) / (np.count_nonzero(x) + np.count_nonzero(y))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    wanted = sys.argv[1:] if argv is None else argv
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     header = (f"{'volume':16} {'variant':13} {'size':>13} {'spacing mm':>14} "
               f"{'Dice brain':>10} {'Dice head':>9} {'rim%':>6} {'mL':>6} {'wall s':>6} "
@@ -178,11 +181,16 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     for name, loader in volumes():
+        if wanted and not any(f"{name} ".startswith(w) or w.startswith(f"{name} ")
+                              for w in wanted):
+            continue
         if isinstance(loader, str):
             print(f"{name:16} skipped: {loader}")
             continue
         pair = loader()
         for variant, (image, ref) in variants(pair, name.endswith("stripped")):
+            if wanted and not any(f"{name} {variant}".startswith(w) for w in wanted):
+                continue
             start, cpu = time.perf_counter(), time.process_time()
             result = skull_strip(image)
             seconds = time.perf_counter() - start

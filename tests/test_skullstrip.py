@@ -59,8 +59,8 @@ def sample_result(sample: sitk.Image):  # type: ignore[no-untyped-def]
 
 def test_sample_t1_dice_and_no_scalp(sample, sample_result, sample_reference) -> None:  # type: ignore[no-untyped-def]
     """The bundled ITK T1 (2x2x3 mm, skull): a brain, not a head."""
-    # measured 0.9286 (docs/mri_brain.md); the issue's target is 0.90
-    assert dice(sample_result.mask, sample_reference) >= 0.925
+    # measured 0.9254 (docs/mri_brain.md); the issue's target is 0.90
+    assert dice(sample_result.mask, sample_reference) >= 0.92
     rim = bright_rim(sample, sample_result.head, sample_result.tissue_low, 10.0)
     # the bright rim outside the reference brain mask holds < 1 % of the mask
     ref = sitk.GetArrayViewFromImage(sample_reference) > 0
@@ -225,7 +225,7 @@ def test_mni2009c_with_skull() -> None:
     ref = sitk.Cast(sitk.BinaryThreshold(ref, 0.5, 1e9, 1, 0), sitk.sitkUInt8)
     ref.CopyInformation(image)
     out = skull_strip(image)
-    assert dice(out.mask, ref) >= 0.965  # measured 0.9700
+    assert dice(out.mask, ref) >= 0.965  # measured 0.9704
 
 
 # ------------------------------------------------------------- lower core
@@ -243,6 +243,48 @@ def test_superior_axis_follows_the_direction_matrix() -> None:
         assert superior[index] == pytest.approx(point[2])
 
 
+def _skull_base_phantom(bridge: float) -> tuple[sitk.Image, np.ndarray, np.ndarray]:
+    """Ellipsoid head (scalp, skull, CSF, grey and white matter) with a block of
+    muscle below the brain, joined to it by a 24 mm thick slab of ``bridge``
+    intensity (white matter = 1, background = 0), 2 mm voxels."""
+    shape = (110, 100, 90)
+    z, y, x = np.meshgrid(*[(np.arange(n) - n / 2 + 0.5) * 2.0 for n in shape], indexing="ij")
+
+    def ellipsoid(cz: float, a: float, b: float, c: float) -> np.ndarray:
+        return np.asarray(((z - cz) / a) ** 2 + (y / b) ** 2 + (x / c) ** 2 <= 1)
+
+    array = np.zeros(shape, np.float32)
+    head = ellipsoid(0, 105, 92, 80)
+    array[head] = 1.25                              # scalp fat
+    array[ellipsoid(0, 98, 85, 73)] = 0.15          # skull
+    array[ellipsoid(0, 92, 79, 67)] = 0.3           # CSF
+    brain = ellipsoid(30, 60, 75, 62)
+    array[brain] = 0.75                             # grey matter
+    array[ellipsoid(30, 52, 67, 54)] = 1.0          # white matter
+    muscle = ellipsoid(-62, 30, 45, 45) & head & ~brain
+    array[muscle] = 0.7
+    array[(np.abs(z + 32) <= 12) & (y**2 + x**2 <= 900) & ~brain & ~muscle] = bridge
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.0, 2.0, 2.0))
+    return image, brain, muscle
+
+
+@pytest.mark.parametrize(("bridge", "muscle_in"), [(0.5, False), (0.7, True)])
+def test_lower_core_drops_what_only_blurred_bone_joins(bridge: float, muscle_in: bool) -> None:
+    """Below the centroid, tissue joined to the brain only through voxels under
+    the strict bound (0.5: blurred bone, in the tissue window but below
+    K_BELOW) is dropped; joined through grey-matter-like tissue (0.7) it stays."""
+    image, brain, muscle = _skull_base_phantom(bridge)
+    out = skull_strip(image)
+    mask = sitk.GetArrayViewFromImage(out.mask) > 0
+    assert out.tissue_low < bridge < out.tissue_high
+    assert any(step.startswith("lower core (>20mm below its centroid) erode 8mm of tissue "
+                               ">0.575 reach 3mm") for step in out.steps)
+    assert np.count_nonzero(mask & brain) == np.count_nonzero(brain)
+    share = np.count_nonzero(mask & muscle) / np.count_nonzero(muscle)
+    assert share == (1.0 if muscle_in else 0.0)
+
+
 def _resample_1mm(image: sitk.Image, interpolator: int) -> sitk.Image:
     size = [round(n * s) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
     origin = image.TransformContinuousIndexToPhysicalPoint([-0.5 + 0.5 / s for s in
@@ -255,8 +297,8 @@ def _resample_1mm(image: sitk.Image, interpolator: int) -> sitk.Image:
 def test_mni2009c_1mm_no_neck() -> None:
     """At 1 mm the template's core runs into the neck below the cerebellum.
 
-    Without the lower-core erosion: Dice 0.922, 3.4 % bright rim, 2141 mL;
-    with it 0.966, under 1 % (docs/mri_brain.md).
+    Without the lower-core step: Dice 0.922, 3.4 % bright rim, 2141 mL;
+    with it 0.965, under 0.1 % (docs/mri_brain.md).
     """
     image = _resample_1mm(read(DATA / "mni2009c_2mm_T1w.nii.gz"), sitk.sitkLinear)
     ref = _resample_1mm(read(DATA / "mni2009c_2mm_brain_mask.nii.gz"), sitk.sitkLinear) >= 0.5

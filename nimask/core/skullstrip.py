@@ -23,9 +23,11 @@ anisotropic voxels and oblique directions need no special case)::
                     without the thin bridges (optic nerves, vessels, dura,
                     temporal muscle contacts) that join it to the scalp
     6a lower core   the core's part more than BELOW_MM below its centroid
-                    (skull base, neck) keeps only what survives an erosion of
-                    ERODE_BELOW_MM and what lies within ERODE_BELOW_MM -
-                    ERODE_MM of that; largest component
+                    (skull base, temporal muscles, neck) keeps only what
+                    survives the same erosion of the *strict* tissue (above
+                    bg + K_BELOW (wm - bg): grey and white matter, not the
+                    blurred bone between brain and muscle) and what lies
+                    within REACH_MM of that; largest component
     7 envelope      core dilated by ERODE_MM + GROW_MM (back on the full grid)
     8 brain tissue  tissue inside the envelope, largest component
     9 CSF rim       dark voxels (below the window) nearer to the brain than
@@ -64,11 +66,12 @@ __all__ = [
     "COARSE_MM",
     "CSF_MM",
     "DEEP_FRACTION",
-    "ERODE_BELOW_MM",
     "ERODE_MM",
     "GROW_MM",
+    "K_BELOW",
     "K_HIGH",
     "K_LOW",
+    "REACH_MM",
     "RIM_MM",
     "SMOOTH_MM",
     "STRIPPED_HEAD_ML",
@@ -104,12 +107,16 @@ CSF_MM = 2.0
 CLOSE_MM = 4.0
 #: A head mask smaller than this (mL) is taken as an already skull-stripped brain.
 STRIPPED_HEAD_ML = 2400.0
-#: Erosion (mm) of the core's lower part (skull base, neck): only what of
-#: the core survives it, and what lies within ``ERODE_BELOW_MM - ERODE_MM`` of
-#: it, stays there.
-ERODE_BELOW_MM = 11.0
-#: The lower part starts this far (mm) below the core's centroid.
-BELOW_MM = 40.0
+#: The core's lower part (skull base, temporal muscles, neck) starts this far
+#: (mm) below the core's centroid along the physical superior axis.
+BELOW_MM = 20.0
+#: Lower bound of the strict tissue the lower part is eroded from (same scale
+#: as :data:`K_LOW`; grey matter sits near 0.7-0.85 on T1, the blurred bone
+#: between brain and skull-base muscles near 0.45-0.55).
+K_BELOW = 0.575
+#: In the lower part, the core keeps what lies within this distance (mm) of
+#: what survives the erosion of the strict tissue.
+REACH_MM = 3.0
 #: Depth (mm) of the head's outer layer whose bright voxels form the rim.
 RIM_MM = 5.0
 
@@ -412,18 +419,20 @@ def skull_strip(image: sitk.Image) -> SkullStrip:
             "erosion")
     steps.append(f"core erode {ERODE_MM:g}mm largest-component "
                  f"{np.count_nonzero(core) * voxel_ml * math.prod(factors):.0f}mL")
-    # 6a: the core's lower part (skull base, neck, along the physical superior
-    # axis) keeps only what survives a deeper erosion, and its surroundings
+    # 6a: the core's lower part (skull base, temporal muscles, neck, along the
+    # physical superior axis) keeps only what survives the same erosion of the
+    # strict tissue (grey and white matter only), and its surroundings
     superior_c = _superior_mm(core.shape, coarse_smooth)
     low_part = superior_c < float(superior_c[core].mean()) - BELOW_MM
-    deep_core = core & _erode(coarse_tissue, ERODE_BELOW_MM, coarse_smooth)
-    reach = _dilate(deep_core | (core & ~low_part), ERODE_BELOW_MM - ERODE_MM, coarse_smooth)
+    strict_low = background + K_BELOW * (white - background)
+    deep_core = core & _erode(coarse_tissue & (coarse > strict_low), ERODE_MM, coarse_smooth)
+    reach = _dilate(deep_core | (core & ~low_part), REACH_MM, coarse_smooth)
     core = _largest_component(core & (reach | ~low_part), coarse_smooth)
     envelope_c = _dilate(core, ERODE_MM + GROW_MM, coarse_smooth)
     core_ml = np.count_nonzero(core) * voxel_ml * math.prod(factors)
-    steps.append(f"lower core (>{BELOW_MM:g}mm below its centroid) erode "
-                 f"{ERODE_BELOW_MM:g}mm {core_ml:.0f}mL, envelope dilate "
-                 f"{ERODE_MM + GROW_MM:g}mm")
+    steps.append(f"lower core (>{BELOW_MM:g}mm below its centroid) erode {ERODE_MM:g}mm "
+                 f"of tissue >{strict_low:.6g} reach {REACH_MM:g}mm {core_ml:.0f}mL, "
+                 f"envelope dilate {ERODE_MM + GROW_MM:g}mm")
     envelope = _upsample(envelope_c, factors, raw.shape)
 
     # 8-10 on the full grid, inside the envelope's bounding box
