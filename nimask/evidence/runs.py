@@ -66,10 +66,10 @@ class MaskRuns:
         lengths = self.lengths
         per_z = np.bincount(self.row // ny, weights=lengths, minlength=nz).astype(np.int64)
         per_y = np.bincount(self.row % ny, weights=lengths, minlength=ny).astype(np.int64)
-        edges = np.zeros(nx + 1, dtype=np.int64)
-        np.add.at(edges, self.start, 1)
-        np.add.at(edges, self.stop, -1)
-        per_x = np.cumsum(edges[:-1])
+        # +1 where a run starts, -1 one past its end, summed along x
+        edges = (np.bincount(self.start, minlength=nx + 1)
+                 - np.bincount(self.stop, minlength=nx + 1))
+        per_x = np.cumsum(edges[:-1]).astype(np.int64)
         return per_x, per_y, per_z
 
 
