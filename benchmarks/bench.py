@@ -8,7 +8,8 @@ Run from a checkout with nimask installed::
 
 Every run of every variant is a fresh Python process, started after ``os.sync()``
 (no write-back of an earlier run's files during it); the variants are
-interleaved round by round and the medians are reported.  Seconds are measured
+interleaved round by round (the three single-volume runs first, in an order that
+rotates from round to round) and the medians are reported.  Seconds are measured
 inside the process around the work (interpreter start-up excluded); peak RSS is
 each process's ``VmHWM`` (read from ``/proc/<pid>/status`` while it runs, for
 the process and for every worker it starts).
@@ -434,6 +435,10 @@ def run(args: argparse.Namespace) -> int:
             out = _fresh(work / "out_documented")
             plan.append(("d2 documented function", _nimask_child_cmd("documented", single, out),
                          out, None))
+            # the three short runs in a rotating order: the first run after the previous
+            # input's long ones was measurably slower on this VM, so none always comes first
+            shift = round_no % len(plan)
+            plan = plan[shift:] + plan[:shift]
             out = _fresh(work / "out_plain")
             plan.append(("b plain_chain", _nimask_child_cmd("plain_chain", src, out), out, None))
             out = _fresh(work / "out_io")
