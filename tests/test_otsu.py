@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from nimask.core import masking
 from nimask.core import otsu as otsu_module
 from nimask.core.otsu import histogram_edges, itk_otsu_threshold, otsu, otsu_from_histogram
+from nimask.core.threads import work_threads
 from nimask.evidence.report import LARGE_COMPONENT_FRACTION, mask_statistics
 from nimask.io import nifti as io
 
@@ -536,7 +537,7 @@ def test_counting_threads_give_itk_threshold_on_a_large_volume(kind: str) -> Non
     try:
         for threads in (1, 2, 3):
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-            assert otsu_module.counting_threads() == threads
+            assert work_threads() == threads
             assert itk_otsu_threshold(array, finite) == reference
             # the range, the counts and the voxel comparison, each in threads
             assert masking.otsu_threshold(image) == reference

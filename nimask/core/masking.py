@@ -29,7 +29,7 @@ from ..exceptions import InvalidVolumeError, ParameterError
 from . import closing
 from .images import new_image
 from .otsu import otsu
-from .threads import run_parallel, work_threads
+from .threads import run_parallel, split
 
 __all__ = [
     "MAX_RADIUS_VOXELS",
@@ -254,18 +254,16 @@ def _above_in_pixel_type(pixel_id: int, value: int | float) -> int | float:
 _MIN_PART = 1 << 21
 
 
-def _parts(size: int, block: int) -> list[tuple[int, int]]:
-    """Contiguous ``[begin, end)`` ranges of whole blocks, one per work thread."""
-    parts = max(1, min(work_threads(), size // _MIN_PART))
-    step = max(block, -(-size // parts // block) * block)
-    return [(lo, min(lo + step, size)) for lo in range(0, size, step)] or [(0, 0)]
+def _ends(part: np.ndarray) -> tuple[Any, Any]:
+    return part.min(), part.max()
 
 
 def _min_max(array: np.ndarray) -> tuple[Any, Any]:
     """``(array.min(), array.max())`` as numpy scalars (NaN if any voxel is), in threads."""
     flat = array.reshape(-1)
-    found = run_parallel([functools.partial(lambda a: (a.min(), a.max()), flat[lo:hi])
-                          for lo, hi in _parts(flat.size, _WINDOW_BLOCK)], "nimask-range")
+    found = run_parallel([functools.partial(_ends, flat[lo:hi])
+                          for lo, hi in split(flat.size, _WINDOW_BLOCK, _MIN_PART)],
+                         "nimask-range")
     lows = np.array([f[0] for f in found], dtype=array.dtype)
     highs = np.array([f[1] for f in found], dtype=array.dtype)
     return lows.min(), highs.max()  # NaN propagates as in one pass
@@ -400,7 +398,8 @@ def _in_window(view: np.ndarray, pixel_id: int, low: int | float, high: int | fl
                 np.less_equal(block, hi, out=out)
 
     run_parallel([functools.partial(compare, lo_, hi_)
-                  for lo_, hi_ in _parts(flat_in.size, _WINDOW_BLOCK)], "nimask-window")
+                  for lo_, hi_ in split(flat_in.size, _WINDOW_BLOCK, _MIN_PART)],
+                 "nimask-window")
     return inside
 
 
@@ -657,10 +656,18 @@ def close_mask(
         if radius_mm is None:
             return _close_itk(mask, radius)
         raise InvalidVolumeError("closing_radius_mm needs a mask with values in {0, 1}")
-    closed, buffer = new_image(view.shape, np.dtype(np.uint8))
-    closing.close_with_kernel(view, kernel, out=buffer)
-    del buffer
-    closed.CopyInformation(mask)
+    return _closed_image(view, kernel, mask)
+
+
+def _closed_image(mask: np.ndarray, kernel: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """The closing of a ``(z, y, x)`` mask array, written straight into a new image's buffer.
+
+    The image takes ``reference``'s geometry.
+    """
+    closed, buffer = new_image(mask.shape, np.dtype(np.uint8))
+    closing.close_with_kernel(mask, kernel, out=buffer)
+    del buffer  # the image owns the memory
+    closed.CopyInformation(reference)
     return closed
 
 

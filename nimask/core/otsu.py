@@ -88,7 +88,7 @@ from typing import Any
 
 import numpy as np
 
-from .threads import run_parallel, work_threads
+from .threads import run_parallel, split
 
 __all__ = ["OTSU_CHUNK", "OtsuResult", "itk_otsu_threshold", "otsu"]
 
@@ -240,11 +240,6 @@ Counter = Callable[[np.ndarray], np.ndarray]
 CounterFactory = Callable[[], Counter]
 
 
-def counting_threads() -> int:
-    """Threads used to count voxels (:func:`nimask.core.threads.work_threads`)."""
-    return work_threads()
-
-
 def _blocks(array: np.ndarray, mask: np.ndarray | None) -> Iterator[np.ndarray]:
     flat = array.reshape(-1)
     flat_mask = None if mask is None else mask.reshape(-1)
@@ -266,7 +261,7 @@ def _sum_blocks(make: CounterFactory, array: np.ndarray, mask: np.ndarray | None
 
 def _count(make: CounterFactory, array: np.ndarray, mask: np.ndarray | None,
            length: int) -> np.ndarray:
-    """The sum of the counts of every block of (masked) voxels, in ``counting_threads()`` threads.
+    """The sum of the counts of every block of (masked) voxels, in ``work_threads()`` threads.
 
     The voxels are split into contiguous parts, one per thread, each counted by
     its own counter from ``make()`` (numpy releases the GIL in the work of each
@@ -275,14 +270,13 @@ def _count(make: CounterFactory, array: np.ndarray, mask: np.ndarray | None,
     """
     flat = array.reshape(-1)
     flat_mask = None if mask is None else mask.reshape(-1)
-    parts = min(counting_threads(), flat.size // _MIN_PART)
-    if parts < 2:
+    parts = split(flat.size, OTSU_CHUNK, _MIN_PART)  # whole blocks per part
+    if len(parts) == 1:
         return _sum_blocks(make, flat, flat_mask, length)
-    step = -(-flat.size // parts // OTSU_CHUNK) * OTSU_CHUNK  # whole blocks per part
     tasks = [
-        functools.partial(_sum_blocks, make, flat[lo : lo + step],
-                          None if flat_mask is None else flat_mask[lo : lo + step], length)
-        for lo in range(0, flat.size, step)
+        functools.partial(_sum_blocks, make, flat[lo:hi],
+                          None if flat_mask is None else flat_mask[lo:hi], length)
+        for lo, hi in parts
     ]
     return np.sum(run_parallel(tasks, "nimask-otsu"), axis=0)
 

@@ -15,11 +15,10 @@ from dataclasses import replace
 import numpy as np
 import SimpleITK as sitk
 
-from . import closing
-from .images import new_image
 from .masking import (
     MaskOutcome,
     _as_image,
+    _closed_image,
     _closing_kernel,
     _threshold,
     close_mask,
@@ -70,11 +69,8 @@ def compute_mask(
         kernel = _closing_kernel(image.GetSpacing(), radius, radius_mm)
         if kernel is None:
             closed = _as_image(mask.view(np.uint8), image)
-        else:  # written straight into the mask image's own buffer
-            closed, buffer = new_image(mask.shape, np.dtype(np.uint8))
-            closing.close_with_kernel(mask, kernel, out=buffer)
-            del buffer
-            closed.CopyInformation(image)
+        else:
+            closed = _closed_image(mask, kernel, image)
     return replace(outcome, mask=closed)
 
 

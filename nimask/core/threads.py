@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import SimpleITK as sitk
 
-__all__ = ["run_parallel", "work_threads"]
+__all__ = ["run_parallel", "split", "work_threads"]
 
 T = TypeVar("T")
 
@@ -22,6 +22,18 @@ def work_threads() -> int:
     (``sitk.ProcessObject.SetGlobalDefaultNumberOfThreads``).
     """
     return max(1, int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()))
+
+
+def split(size: int, block: int, min_part: int) -> list[tuple[int, int]]:
+    """Contiguous ``[begin, end)`` ranges covering ``range(size)``, one per work thread.
+
+    Each range holds whole ``block``-sized pieces (the last one excepted) and at
+    least ``min_part`` items: below ``2 * min_part`` items there is one range.
+    An empty ``size`` gives the one range ``(0, 0)``.
+    """
+    parts = max(1, min(work_threads(), size // min_part))
+    step = max(block, -(-size // parts // block) * block)
+    return [(lo, min(lo + step, size)) for lo in range(0, size, step)] or [(0, 0)]
 
 
 def run_parallel(tasks: Sequence[Callable[[], T]], name: str = "nimask-work") -> list[T]:

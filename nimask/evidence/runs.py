@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.threads import run_parallel, work_threads
+from ..core.threads import run_parallel, split, work_threads
 
 __all__ = ["MaskRuns", "component_sizes", "mask_runs"]
 
@@ -90,10 +90,9 @@ def mask_runs(fg: np.ndarray) -> MaskRuns:
     nz, ny, nx = fg.shape
     rows = fg.reshape(nz * ny, nx)
     # contiguous row ranges, one per thread (numpy releases the GIL)
-    parts = max(1, min(work_threads(), rows.size // _MIN_PART_VOXELS))
-    step = -(-rows.shape[0] // parts) if rows.shape[0] else 1
-    found = run_parallel([functools.partial(_row_runs, rows, lo, min(lo + step, rows.shape[0]))
-                          for lo in range(0, max(rows.shape[0], 1), step)], "nimask-stats")
+    min_rows = -(-_MIN_PART_VOXELS // max(1, nx))
+    found = run_parallel([functools.partial(_row_runs, rows, lo, hi)
+                          for lo, hi in split(rows.shape[0], 1, min_rows)], "nimask-stats")
     return MaskRuns((nz, ny, nx), *(np.concatenate([f[k] for f in found]).astype(np.int64)
                                     for k in range(3)))
 
