@@ -1288,10 +1288,15 @@ def write_mask(mask: sitk.Image, info: NiftiInfo, out_path: Path, descrip: str,
     atomic_write(out_path, lambda tmp: _save_mask_file(contents, tmp))
 
 
+def _mask_gzip(fileobj: Any) -> Any:
+    """A gzip writer onto ``fileobj`` as nimask compresses its masks (level 1, no name, mtime 0)."""
+    return _GzipWriter(filename="", mode="wb", compresslevel=1, fileobj=fileobj, mtime=0)
+
+
 def _gzip_bytes(data: bytes) -> bytes:
-    """``data`` as one gzip member, as nimask compresses its masks (level 1, mtime 0)."""
+    """``data`` as one gzip member, compressed as nimask's masks."""
     buffer = io.BytesIO()
-    with _GzipWriter(filename="", mode="wb", compresslevel=1, fileobj=buffer, mtime=0) as out:
+    with _mask_gzip(buffer) as out:
         out.write(data)
     return buffer.getvalue()
 
@@ -1318,7 +1323,7 @@ def _save_mask_file(contents: _MaskFile, path: Path) -> None:
     with open(path, "wb") as raw:
         out: Any = raw
         if contents.gzipped:
-            out = _GzipWriter(filename="", mode="wb", compresslevel=1, fileobj=raw, mtime=0)
+            out = _mask_gzip(raw)
         with out:
             out.write(contents.header)
             if contents.extension:
