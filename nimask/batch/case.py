@@ -310,9 +310,9 @@ def process_file(
     files = _input_files(case)
     hashing: IdentityJob | None = None
     try:
-        identity: InputIdentity | None = None
+        hashing = IdentityJob(files)  # hashed beside the read, on another core
         if skip_existing:
-            identity = input_identity(files)
+            identity = hashing.result()
             problem = existing_mask_problem(case, out_path, settings, identity)
             if problem is None and seg:
                 problem = seg_problem(case, out_path, settings)
@@ -323,8 +323,6 @@ def process_file(
                 return result
             if problem != "no mask yet":
                 result.notes.append(f"mask made again: {problem}")
-        else:
-            hashing = IdentityJob(files)  # hashed beside the read, on another core
         _make_folder(out_path.parent, Path(output_dir))
         loaded = read_case(case)
         result.notes.extend(loaded.notes)
@@ -335,10 +333,7 @@ def process_file(
                 f"{outcome.nonfinite_voxels} NaN/Inf voxels set to background"
             )
         stats = mask_statistics(outcome.mask)
-        if hashing is not None:
-            identity = hashing.result()
-        if identity is None:  # pragma: no cover - one of the two branches above set it
-            raise VolumeReadError("the input's hash was not computed")
+        identity = hashing.result()
         sidecar = sidecar_fields(case, settings, identity.token())
         if not unchanged_since(files, identity):
             raise VolumeReadError("the input file changed while it was being read (replaced "
