@@ -38,6 +38,9 @@ def test_components_equal_itk_on_random_masks(array: np.ndarray) -> None:
     assert per_y.tolist() == array.sum(axis=(0, 2)).tolist()
     assert per_z.tolist() == array.sum(axis=(1, 2)).tolist()
     assert int(runs.lengths.sum()) == int(array.sum())
+    as_uint8 = mask_runs(array.astype(np.uint8))  # a 0/1 mask as nimask writes it
+    for name in ("row", "start", "stop"):
+        assert getattr(as_uint8, name).tolist() == getattr(runs, name).tolist()
 
 
 def test_runs_of_a_known_mask() -> None:
@@ -125,3 +128,52 @@ def test_runs_and_components_in_threads_equal_itk(threads: int) -> None:
     assert per_x.tolist() == array.sum(axis=(0, 1)).tolist()
     assert per_y.tolist() == array.sum(axis=(0, 2)).tolist()
     assert per_z.tolist() == array.sum(axis=(1, 2)).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(masks)
+def test_int64_indices_give_the_same_runs_and_components(array: np.ndarray) -> None:
+    # volumes whose keys do not fit int32 (over ~2^31 voxels) use int64 indices;
+    # the switch point is lowered so that path runs on small masks
+    import nimask.evidence.runs as runs_module
+
+    small = mask_runs(array)
+    saved = runs_module._INT32_KEYS
+    runs_module._INT32_KEYS = 0
+    try:
+        wide = mask_runs(array)
+        sizes = component_sizes(wide)
+    finally:
+        runs_module._INT32_KEYS = saved
+    assert small.row.dtype == np.int32
+    assert wide.row.dtype == np.int64
+    for name in ("row", "start", "stop"):
+        assert getattr(wide, name).tolist() == getattr(small, name).tolist()
+    assert sizes == itk_sizes(array)
+
+
+def test_values_other_than_one_are_foreground() -> None:
+    # a 0/1 uint8 mask is used as it is; any other values are compared with 0
+    array = np.zeros((2, 3, 7), dtype=np.uint8)
+    array[0, 1, 1:4] = [1, 2, 255]
+    array[1, 1, 3:6] = 7
+    for variant in (array, array.astype(np.int16), array != 0, (array != 0).astype(np.uint8)):
+        runs = mask_runs(variant)
+        assert runs.row.tolist() == [1, 4]
+        assert runs.start.tolist() == [1, 3]
+        assert runs.stop.tolist() == [4, 6]
+        assert component_sizes(runs) == [6]
+
+
+def test_runs_touching_both_row_ends_stay_in_their_rows() -> None:
+    # foreground at the end of one row and the start of the next are one stretch
+    # of the flat array but two runs
+    array = np.zeros((1, 3, 4), dtype=np.uint8)
+    array[0, 0, 2:] = 1
+    array[0, 1, :] = 1
+    array[0, 2, :1] = 1
+    runs = mask_runs(array)
+    assert runs.row.tolist() == [0, 1, 2]
+    assert runs.start.tolist() == [2, 0, 0]
+    assert runs.stop.tolist() == [4, 4, 1]
+    assert component_sizes(runs) == itk_sizes(array) == [7]
