@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ._version import __version__
 from .batch import mask_bids, mask_dataset
+from .batch.allocator import keep_freed_memory
 from .core import preset_names
 from .core.refine import validate_opening_radius
 from .data import sample_folder
@@ -113,6 +114,9 @@ def _run(input_dir: Path | list[Path], output_dir: Path, *, quiet: bool, debug: 
     options["progress"] = False if quiet else options.get("progress")
     try:
         with _logging(quiet, debug), contextlib.ExitStack() as stack:
+            # this process is the nimask command's own: freed volume buffers are
+            # kept for the next volume (nimask.batch.allocator)
+            keep_freed_memory()
             if scheduler is not None:
                 from .batch.cluster import open_executor  # imports Dask only here
 

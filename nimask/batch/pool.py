@@ -23,6 +23,10 @@ How workers start
     run in a session of their own, so a Ctrl-C typed in the terminal reaches
     only the caller, which stops them.
 
+A worker keeps the C heap's freed volume buffers for its next volume
+(:mod:`nimask.batch.allocator`): a worker is nimask's own process, and a volume
+after its first no longer pays for fresh memory pages.
+
 A worker that dies (segfault, ``os._exit``, SIGKILL from the OOM killer) fails
 only its own file: once every other file is done and every worker has exited,
 that file is run once more alone in a fresh worker, and fails with the cause if
@@ -65,6 +69,7 @@ import SimpleITK as sitk
 from ..io.discovery import as_case
 from ..io.tempfiles import Run, cleanup_temporaries, current_run, working_for
 from . import case
+from .allocator import keep_freed_memory
 from .settings import MaskSettings
 
 if TYPE_CHECKING:
@@ -220,6 +225,7 @@ def _serve(conn: Connection, parent_pid: int) -> int:
             return None
         return "the run that started this worker process has ended"
 
+    keep_freed_memory()  # this process is nimask's own (see .allocator)
     with working_for(Run(job.run_id, parent_alive)):
         conn.send(("ready", os.getpid()))
         while True:
@@ -292,6 +298,7 @@ class _Worker:
         self.index: int | None = None  # the file it is processing
         self.deadline = time.monotonic() + START_TIMEOUT
         self.unusable = ""
+        self.leaving = False  # told to exit: no file is left for it
 
     def exit_code(self, timeout: float | None = None) -> int | None:
         if self.method == "exec":
@@ -426,16 +433,9 @@ class _Pool:
         self.replacements = len(pending)
         for _ in range(size):
             self.launch()
+            self._dispatch(pending)  # a worker starts on its file while the next one forks
         while self.workers:
-            for worker in self.workers:
-                if worker.index is None and pending and not worker.unusable:
-                    index = pending.popleft()
-                    try:
-                        worker.conn.send((index, self.inputs[index]))
-                    except OSError:  # it died: seen as an end of file below
-                        pending.appendleft(index)
-                    else:
-                        worker.index = index
+            self._dispatch(pending)
             if not pending and all(w.index is None for w in self.workers):
                 return
             starting = [w.deadline for w in self.workers if not w.ready]
@@ -449,6 +449,30 @@ class _Pool:
                 continue
             for worker in [w for w in self.workers if w.conn in ready]:
                 self._receive(worker, pending)
+
+    def _dispatch(self, pending: deque[int]) -> None:
+        """Give every idle worker a file; once none is left, let idle workers exit.
+
+        An idle worker is told to exit as soon as no file is waiting and every
+        worker is ready (a worker that dies before it is ready gives its file back
+        to ``pending``, for the others), so its exit overlaps the last files.
+        """
+        all_ready = all(w.ready for w in self.workers)
+        for worker in self.workers:
+            if worker.index is not None or worker.unusable or worker.leaving:
+                continue
+            if pending:
+                index = pending.popleft()
+                try:
+                    worker.conn.send((index, self.inputs[index]))
+                except OSError:  # it died: seen as an end of file below
+                    pending.appendleft(index)
+                else:
+                    worker.index = index
+            elif all_ready:
+                with contextlib.suppress(OSError):  # if it died, seen as an end of file
+                    worker.conn.send(None)
+                worker.leaving = True
 
     def _receive(self, worker: _Worker, pending: deque[int]) -> None:
         try:
@@ -503,7 +527,7 @@ class _Pool:
         for worker in self.workers:
             if kill:
                 worker.stop()
-            else:
+            elif not worker.leaving:
                 with contextlib.suppress(OSError):
                     worker.conn.send(None)
         for worker in self.workers:
