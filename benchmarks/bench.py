@@ -40,7 +40,10 @@ e. ``nimask_batch``: ``nimask.mask_dataset`` with every usable CPU on a batch of
    freed volume buffers for the next volume, as the pool's workers do: like for
    like) and through the API in a caller's process, whose C heap nimask leaves
    alone (so its one in-process worker pays for fresh memory pages on every
-   volume, and the pool's gain over it includes that).
+   volume, and the pool's gain over it includes that).  The workload's own
+   scaling: N ``nimask mask`` commands started at once, each on 1/N of the files
+   (no pool; the kernel places them as it places the workers), against the one
+   worker on one CPU; and the pool against them.
 f. ``breakdown``: the stages of ``compute_mask`` (read, threshold, closing into the
    mask image) plus the statistics and the write, timed one by one in a fresh process,
    then once more on the same volume in that process (what every later volume of a
@@ -261,6 +264,26 @@ def _run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str
     return result
 
 
+def _run_together(cmds: list[list[str]]) -> dict[str, Any]:
+    """Independent processes started at the same moment: the slowest one's time.
+
+    Each reports the seconds of its own work (interpreter start excluded, as for
+    every other row); the batch took as long as the slowest of them.
+    """
+    os.sync()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in cmds]
+    results = []
+    for proc, cmd in zip(procs, cmds, strict=True):
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0 or not stdout.strip():
+            raise RuntimeError(f"{' '.join(cmd[:4])} failed:\n{stderr[-2000:]}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return {"seconds": max(r["seconds"] for r in results),
+            "volumes": sum(int(r["volumes"]) for r in results),
+            "rss_mb": max(r.get("self_hwm_mb", 0.0) for r in results), "worker_rss_mb": None}
+
+
 def _nimask_child_cmd(variant: str, src: Path, out: Path, workers: int = 1) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--child", variant,
             str(src), str(out), str(workers)]
@@ -387,6 +410,18 @@ def _batch_folder(work: Path, src: Path, count: int, tag: str) -> Path:
     return folder
 
 
+def _split_folder(work: Path, folder: Path, parts: int) -> list[Path]:
+    """The files of ``folder`` dealt into ``parts`` folders (links), in turn."""
+    shares = [_fresh(work / f"{folder.name}_share_{i}") for i in range(parts)]
+    for i, path in enumerate(sorted(folder.iterdir())):
+        target = shares[i % parts] / path.name
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+    return shares
+
+
 def _single_folder(work: Path, src: Path, tag: str) -> Path:
     return _batch_folder(work, src, 1, tag)
 
@@ -442,6 +477,7 @@ def run(args: argparse.Namespace) -> int:
             # the short single-volume runs first, then the long ones (a long run
             # before a short one slowed it measurably on this VM)
             plan: list[tuple[str, list[str], Path, dict[str, str] | None]] = []
+            together: list[tuple[str, list[list[str]]]] = []
             out = _fresh(work / "out_floor")
             plan.append(("a floor", _nimask_child_cmd("floor", src, out), out, ref_env))
             out = _fresh(work / "out_nimask")
@@ -480,6 +516,13 @@ def run(args: argparse.Namespace) -> int:
                     out = _fresh(work / f"out_tput_{variant}")
                     plan.append((f"f {tput_n} vols, {kind}, {cpus} workers",
                                  _nimask_child_cmd(variant, tput, out, cpus), out, None))
+                # the workload's own scaling: N nimask commands started by hand at once,
+                # each on its share of the files, placed by the kernel like the workers
+                shares = _split_folder(work, tput, cpus)
+                outs = [_fresh(work / f"out_tput_alone_{i}") for i in range(cpus)]
+                together.append((f"f {tput_n} vols, {cpus} separate commands",
+                                 [_nimask_child_cmd("command", share, o, 1)
+                                  for share, o in zip(shares, outs, strict=True)]))
             for name, cmd, out, env in plan:
                 res = _run_measured(cmd, env)
                 if res.get("failed"):
@@ -491,6 +534,11 @@ def run(args: argparse.Namespace) -> int:
                     mine = out / "vol_00_mask.nii.gz"
                     diffs[label] = max(diffs.get(label, 0),
                                        count_differences(references[label], mine))
+            for name, cmds in together:
+                res = _run_together(cmds)
+                samples.setdefault((label, name), []).append(res)
+                print(f"  round {round_no + 1} {label:26s} {name:32s} {res['seconds']:7.3f} s",
+                      flush=True)
             out = _fresh(work / "out_breakdown")
             bd = _run_measured(_nimask_child_cmd("breakdown", src, out))
             breakdowns.setdefault(label, []).append(bd)
@@ -561,6 +609,16 @@ def _report(samples: dict[tuple[str, str], list[dict[str, Any]]], diffs: dict[st
                 print(f"| {label} | throughput, {kind}: {cpus} workers vs 1 worker on 1 CPU, "
                       f"{tput_n} vols | | | {gain:.2f}x = {gain / scaling:.2f} of the machine's "
                       f"{scaling:.2f}x | |")
+        one = f"f {tput_n} vols, command, 1 worker on 1 CPU"
+        alone = f"f {tput_n} vols, {cpus} separate commands"
+        pool = f"f {tput_n} vols, command, {cpus} workers"
+        if one in per_vol and alone in per_vol and pool in per_vol:
+            own = per_vol[one] / per_vol[alone]
+            print(f"| {label} | throughput, {cpus} separate commands (no pool) vs 1 worker on "
+                  f"1 CPU | | | {own:.2f}x = {own / scaling:.2f} of the machine's "
+                  f"{scaling:.2f}x | |")
+            print(f"| {label} | the pool against {cpus} separate commands | | | "
+                  f"{per_vol[alone] / per_vol[pool]:.2f} of their throughput | |")
         bd = breakdowns.get(label)
         if bd:
             stages = ("read", "threshold", "closing", "statistics", "write")
