@@ -136,7 +136,6 @@ def _child(variant: str, src: str, out: str, workers: int) -> dict[str, Any]:
         import numpy as np
 
         from nimask.core import closing, masking
-        from nimask.core.images import new_image
         from nimask.evidence import report
         from nimask.io import nifti as io
 
@@ -148,10 +147,8 @@ def _child(variant: str, src: str, out: str, workers: int) -> dict[str, Any]:
             if not isinstance(binary, np.ndarray):  # the fast method gives an array
                 raise SystemExit("breakdown: expected the threshold as an array")
             t.append(time.perf_counter())
-            closed, buffer = new_image(binary.shape, np.dtype(np.uint8))
-            closing.close_with_kernel(binary, closing.ball_kernel(3), out=buffer)
-            closed.CopyInformation(loaded.image)
-            del buffer
+            # the closing written into the mask image, as compute_mask does
+            closed = masking._closed_image(binary, closing.ball_kernel(3), loaded.image)
             t.append(time.perf_counter())
             report.mask_statistics(closed)
             t.append(time.perf_counter())
@@ -399,14 +396,25 @@ def count_differences(a: Path, b: Path) -> int:
     return int((x != y).sum())
 
 
+def _record(samples: dict[tuple[str, str], list[dict[str, Any]]], round_no: int, label: str,
+            name: str, res: dict[str, Any]) -> None:
+    """Keep one measured run and print its line."""
+    samples.setdefault((label, name), []).append(res)
+    print(f"  round {round_no + 1} {label:26s} {name:32s} {res['seconds']:7.3f} s", flush=True)
+
+
+def _link(src: Path, target: Path) -> None:
+    """``target`` as a hard link to ``src`` (a copy where links are refused)."""
+    try:
+        os.link(src, target)
+    except OSError:
+        shutil.copyfile(src, target)
+
+
 def _batch_folder(work: Path, src: Path, count: int, tag: str) -> Path:
     folder = _fresh(work / f"batch_{tag}_{count}")
     for i in range(count):
-        target = folder / f"vol_{i:02d}.nii.gz"
-        try:
-            os.link(src, target)
-        except OSError:
-            shutil.copyfile(src, target)
+        _link(src, folder / f"vol_{i:02d}.nii.gz")
     return folder
 
 
@@ -414,11 +422,7 @@ def _split_folder(work: Path, folder: Path, parts: int) -> list[Path]:
     """The files of ``folder`` dealt into ``parts`` folders (links), in turn."""
     shares = [_fresh(work / f"{folder.name}_share_{i}") for i in range(parts)]
     for i, path in enumerate(sorted(folder.iterdir())):
-        target = shares[i % parts] / path.name
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copyfile(path, target)
+        _link(path, shares[i % parts] / path.name)
     return shares
 
 
@@ -527,18 +531,13 @@ def run(args: argparse.Namespace) -> int:
                 res = _run_measured(cmd, env)
                 if res.get("failed"):
                     raise RuntimeError(f"{name}: nimask failed: {res['failed']}")
-                samples.setdefault((label, name), []).append(res)
-                print(f"  round {round_no + 1} {label:26s} {name:32s} {res['seconds']:7.3f} s",
-                      flush=True)
+                _record(samples, round_no, label, name, res)
                 if name.startswith("d "):
                     mine = out / "vol_00_mask.nii.gz"
                     diffs[label] = max(diffs.get(label, 0),
                                        count_differences(references[label], mine))
             for name, cmds in together:
-                res = _run_together(cmds)
-                samples.setdefault((label, name), []).append(res)
-                print(f"  round {round_no + 1} {label:26s} {name:32s} {res['seconds']:7.3f} s",
-                      flush=True)
+                _record(samples, round_no, label, name, _run_together(cmds))
             out = _fresh(work / "out_breakdown")
             bd = _run_measured(_nimask_child_cmd("breakdown", src, out))
             breakdowns.setdefault(label, []).append(bd)

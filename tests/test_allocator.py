@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from nimask import mask_dataset
+from nimask.data.phantoms import ct_head_phantom
 
 glibc = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
@@ -59,11 +60,8 @@ def test_freed_blocks_are_kept_only_after_the_call() -> None:
 
 def _volumes(folder: Path, count: int) -> Path:
     folder.mkdir()
-    z, y, x = np.mgrid[0:12, 0:14, 0:16]
     for i in range(count):
-        data = np.where((x - 8) ** 2 + (y - 7) ** 2 + (z - 6) ** 2 < 20 + i, 900, -1000)
-        nib.save(nib.Nifti1Image(data.astype(np.int16).T.copy(), np.eye(4)),
-                 folder / f"v{i}.nii.gz")
+        sitk.WriteImage(ct_head_phantom((24, 22, 16), seed=i), str(folder / f"v{i}.nii.gz"))
     return folder
 
 
@@ -80,8 +78,6 @@ def test_pool_workers_keep_freed_memory(tmp_path: Path,
     assert "glibc mmap threshold 256 MiB, trim threshold 512 MiB" in kept[0].getMessage()
     pids = {int(r.getMessage().split()[1]) for r in kept}
     assert len(pids) == 2
-    import os
-
     assert os.getpid() not in pids
 
 
